@@ -1,0 +1,203 @@
+"""Real Breakout with the contract's preprocessing, shared by training, evaluation and play.
+
+Everything here uses ale-py's native vector environment (C++ threads), which implements the
+DeepMind preprocessing itself: no-op starts, action repeat 4 with a max over the last two
+frames, 84x84 grayscale, a stack of 4 (zeros before the first frame), FIRE at reset. Training,
+evaluation, ``verify`` and the gRPC ``play`` client all build their games here, so the frames
+a served model sees are the frames it was trained on. No TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from breakout_dqn import contract
+
+ActFn = Callable[[np.ndarray], np.ndarray]
+"""Maps uint8 frame stacks ``[N,84,84,4]`` to int actions ``[N]``."""
+
+NATURE_EPSILON = 0.05
+NATURE_MAX_FRAMES = 18_000  # 5 minutes at 60 frames/s
+NATURE_NOOP_MAX = 30
+
+
+def make_vector_env(
+    num_envs: int,
+    *,
+    life_loss_info: bool,
+    noop_max: int = NATURE_NOOP_MAX,
+    repeat_action_probability: float = 0.0,
+    max_frames_per_episode: int = 108_000,
+    rgb_frames: bool = False,
+    num_threads: int = 0,
+):  # -> ale_py.vector_env.AtariVectorEnv
+    """Build ``num_envs`` Breakout games stepping in C++ threads.
+
+    Observations are channels-first ``[N,4,84,84]`` uint8 (use ``contract.channels_last``).
+    Rewards are the raw game score (clipping happens in the learner). With
+    ``life_loss_info`` a lost life sets ``terminated`` while the game goes on; the step after
+    a game ends returns the reset observation and ignores its action (NEXT_STEP autoreset).
+    ``rgb_frames`` builds a lockstep twin that renders full 210x160 RGB screens for video.
+    """
+    import ale_py  # noqa: F401  (registers the ROMs shipped in the wheel)
+    from ale_py.vector_env import AtariVectorEnv
+
+    kwargs: dict = {}
+    if rgb_frames:
+        kwargs = dict(img_height=210, img_width=160, grayscale=False, stack_num=1)
+    return AtariVectorEnv(
+        contract.GAME,
+        num_envs,
+        num_threads=num_threads,
+        noop_max=noop_max,
+        repeat_action_probability=repeat_action_probability,
+        max_num_frames_per_episode=max_frames_per_episode,
+        life_loss_info=life_loss_info,
+        reward_clipping=False,
+        episodic_life=False,
+        use_fire_reset=True,
+        frameskip=contract.FRAME_SKIP,
+        **kwargs,
+    )
+
+
+def fire_after_life_loss(actions: np.ndarray, lives: np.ndarray, previous_lives: np.ndarray) -> np.ndarray:
+    """Replace the action with FIRE where a life was just lost (and the game goes on).
+
+    ALE's FIRE-on-reset only serves the first ball of a game; without this a greedy agent that
+    never learned to press FIRE would wait forever after its first lost life.
+    """
+    lost = (lives < previous_lives) & (lives > 0)
+    return np.where(lost, contract.FIRE_ACTION, actions)
+
+
+@dataclasses.dataclass
+class GameResult:
+    """One full game: raw score (unclipped), agent steps and emulator frames."""
+
+    score: float
+    steps: int
+    frames: int
+    truncated: bool
+
+
+def epsilon_greedy(act: ActFn, epsilon: float, rng: np.random.Generator) -> ActFn:
+    """Wrap a greedy ``act`` so each env takes a uniformly random action with prob. ``epsilon``."""
+
+    def wrapped(frames: np.ndarray) -> np.ndarray:
+        actions = np.asarray(act(frames), dtype=np.int64)
+        explore = rng.random(len(actions)) < epsilon
+        random_actions = rng.integers(0, contract.NUM_ACTIONS, size=len(actions))
+        return np.where(explore, random_actions, actions)
+
+    return wrapped
+
+
+def play_games(
+    act: ActFn,
+    episodes: int,
+    *,
+    seed: int = 0,
+    num_envs: int = 8,
+    noop_max: int = NATURE_NOOP_MAX,
+    max_frames_per_episode: int = NATURE_MAX_FRAMES,
+    repeat_action_probability: float = 0.0,
+    video_path: str | Path | None = None,
+    on_game: Callable[[GameResult], None] | None = None,
+) -> list[GameResult]:
+    """Play ``episodes`` full 5-life games with ``act`` and return them in finishing order.
+
+    Games run ``num_envs`` at a time; each env plays a fixed quota so short games are not
+    over-represented. FIRE is pressed after every lost life. ``video_path`` (.mp4 or .gif)
+    records env 0's first game from a lockstep RGB twin of the same seed.
+    """
+    if episodes < 1:
+        raise ValueError("episodes must be >= 1")
+    num_envs = max(1, min(num_envs, episodes))
+    quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
+    env_kwargs = dict(
+        life_loss_info=False,
+        noop_max=noop_max,
+        repeat_action_probability=repeat_action_probability,
+        max_frames_per_episode=max_frames_per_episode,
+    )
+    env = make_vector_env(num_envs, **env_kwargs)
+    video_env = make_vector_env(num_envs, rgb_frames=True, **env_kwargs) if video_path else None
+    video_frames: list[np.ndarray] = []
+    try:
+        observations, info = env.reset(seed=seed)
+        if video_env is not None:
+            rgb, _ = video_env.reset(seed=seed)
+            video_frames.append(rgb[0, 0])
+        lives = info["lives"].copy()
+        finished = np.zeros(num_envs, dtype=np.int64)
+        scores = np.zeros(num_envs)
+        steps = np.zeros(num_envs, dtype=np.int64)
+        pending_reset = np.zeros(num_envs, dtype=bool)
+        results: list[GameResult] = []
+        previous_lives = lives.copy()
+        while (finished < quota).any():
+            actions = np.asarray(act(contract.channels_last(observations)), dtype=np.int64)
+            actions = fire_after_life_loss(actions, lives, previous_lives)
+            observations, rewards, terminated, truncated, info = env.step(actions.astype(np.int32))
+            if video_env is not None and finished[0] == 0:
+                rgb, *_ = video_env.step(actions.astype(np.int32))
+                video_frames.append(rgb[0, 0])
+            previous_lives, lives = lives, info["lives"].copy()
+            playing = ~pending_reset
+            scores += np.where(playing, rewards, 0.0)
+            steps += playing
+            done = playing & (terminated | truncated)
+            for i in np.flatnonzero(done):
+                if finished[i] < quota[i]:
+                    result = GameResult(
+                        float(scores[i]), int(steps[i]), int(info["episode_frame_number"][i]), bool(truncated[i])
+                    )
+                    results.append(result)
+                    if on_game is not None:
+                        on_game(result)
+                finished[i] += 1
+            scores[pending_reset] = 0.0
+            steps[pending_reset] = 0
+            previous_lives[pending_reset] = lives[pending_reset]
+            pending_reset = done
+    finally:
+        env.close()
+        if video_env is not None:
+            video_env.close()
+    if video_path is not None:
+        write_video(video_frames, video_path)
+    return results
+
+
+def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 15) -> None:
+    """Write RGB frames ``[H,W,3]`` uint8 as an MP4 (imageio-ffmpeg) or GIF, by suffix."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".gif":
+        imageio.mimsave(path, frames, duration=1000 / fps, loop=0)
+    elif path.suffix.lower() == ".mp4":
+        imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
+    else:
+        raise ValueError(f"video path must end in .mp4 or .gif, got {path.name}")
+
+
+def summarize(results: list[GameResult]) -> dict:
+    """Mean, std, min and max raw score of a list of games, JSON-ready."""
+    scores = np.array([r.score for r in results], dtype=np.float64)
+    return {
+        "episodes": len(results),
+        "mean": float(scores.mean()),
+        "std": float(scores.std()),
+        "min": float(scores.min()),
+        "max": float(scores.max()),
+        "scores": scores.tolist(),
+        "mean_steps": float(np.mean([r.steps for r in results])),
+        "truncated": int(sum(r.truncated for r in results)),
+    }

@@ -1,0 +1,50 @@
+"""``breakout-dqn``: one console script, one subcommand per job, each stage imported lazily.
+
+The serving subcommands (``serve``, ``play``) never import TensorFlow, so they run from the
+slim ``serve`` install; ``train``/``evaluate``/``export``/``plot`` need the ``train`` extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from breakout_dqn import __version__
+
+COMMANDS = {
+    "train": ("training.cli", "train a DQN on real Breakout (batch job)"),
+    "evaluate": ("training.evaluate", "score a .keras or .onnx model with the Nature protocol"),
+    "plot": ("training.plot", "draw a run directory's learning curve as a PNG"),
+    "export": ("export.cli", "convert model.keras to ONNX behind a parity gate"),
+    "verify": ("export.verify", "validate an exported ONNX model for CI (exit codes)"),
+    "serve": ("serving.server", "serve GetAction over gRPC with onnxruntime"),
+    "play": ("serving.play", "play Breakout through a GetAction server"),
+}
+
+
+def usage() -> str:
+    lines = [f"usage: breakout-dqn {{{','.join(COMMANDS)}}} ...", "", "commands:"]
+    lines += [f"  {name:<9} {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "Run 'breakout-dqn COMMAND --help' for a command's flags."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"breakout-dqn {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"breakout-dqn: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

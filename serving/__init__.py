@@ -1,0 +1,1 @@
+"""Serving stage: onnxruntime inference behind gRPC. Never imports TensorFlow."""

@@ -1,0 +1,72 @@
+"""An ONNX Q-network on onnxruntime: the only inference engine of the serving side."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from breakout_dqn import contract
+
+
+class ModelLoadError(ValueError):
+    """The file is missing, is not ONNX, or does not match the contract."""
+
+
+def session_options(intra_op_threads: int | None = None):
+    """Options tuned for small CPU batches: few threads, no spinning between requests."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = intra_op_threads or min(2, os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Spinning burns a core while idle and starves the gRPC threads on a small machine.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+class OnnxPolicy:
+    """Loads ``MODEL.onnx``; ``q_values(frames)`` and greedy ``act(frames)`` on uint8 [N,84,84,4]."""
+
+    def __init__(self, path: str | Path, intra_op_threads: int | None = None):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path}")
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=session_options(intra_op_threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelLoadError(f"cannot load ONNX model {path}: {str(error).splitlines()[0]}") from None
+        self.path = path
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        check_session_contract(self.session)
+
+    def q_values(self, frames: np.ndarray) -> np.ndarray:
+        contract.check_frames(frames)
+        return self.session.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: frames})[0]
+
+    def act(self, frames: np.ndarray) -> np.ndarray:
+        return np.argmax(self.q_values(frames), axis=1).astype(np.int32)
+
+
+def check_session_contract(session) -> None:
+    """Raise ModelLoadError unless the graph maps uint8 ``frames [N,84,84,4]`` to ``q_values [N,4]``."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or inputs[0].name != contract.INPUT_NAME:
+        raise ModelLoadError(f"model must have one input named {contract.INPUT_NAME!r}, got {[i.name for i in inputs]}")
+    if inputs[0].type != "tensor(uint8)":
+        raise ModelLoadError(f"input {contract.INPUT_NAME!r} must be uint8, got {inputs[0].type}")
+    if list(inputs[0].shape[1:]) != list(contract.STACK_SHAPE):
+        raise ModelLoadError(f"input {contract.INPUT_NAME!r} must be [N,84,84,4] (channels last), got {inputs[0].shape}")
+    names = [o.name for o in outputs]
+    if contract.OUTPUT_NAME not in names:
+        raise ModelLoadError(f"model must have an output named {contract.OUTPUT_NAME!r}, got {names}")
+    output = outputs[names.index(contract.OUTPUT_NAME)]
+    if output.type != "tensor(float)" or list(output.shape[1:]) != [contract.NUM_ACTIONS]:
+        raise ModelLoadError(f"output {contract.OUTPUT_NAME!r} must be float32 [N,4], got {output.type} {output.shape}")

@@ -1,0 +1,184 @@
+"""Training configuration: one typed dataclass, two presets, every field a CLI flag."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+def _flag(help_text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": help_text}, **kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run. Units: 1 agent step = 4 emulator frames, per env."""
+
+    preset: str = _flag("settings bundle applied before explicit flags: default | keras-example", default="default")
+    out: str = _flag("run directory (model.keras, config.json, metrics.jsonl, checkpoints/, eval.json, tb/)", default="runs/breakout")
+    resume: bool = _flag("continue the run in --out from its latest checkpoint", default=False)
+    steps: int = _flag("total agent steps over all envs (1 step = 4 frames)", default=250_000)
+    seed: int = _flag("seed for envs, network init, exploration and sampling", default=0)
+    num_envs: int = _flag("Breakout games stepped together by ale-py's C++ vector env", default=8)
+    # Replay
+    replay_capacity: int = _flag("transitions kept (1M fits in about 7.1 GB: one 84x84 uint8 frame each)", default=1_000_000)
+    batch_size: int = _flag("transitions per update", default=32)
+    n_step: int = _flag("n-step return length (Sutton 1988; Rainbow uses 3)", default=3)
+    gamma: float = _flag("discount per agent step", default=0.99)
+    # Schedule
+    learning_starts: int = _flag("agent steps collected before the first update", default=20_000)
+    random_steps: int = _flag("agent steps of uniformly random actions at the start", default=20_000)
+    train_frequency: int = _flag("agent steps per gradient update", default=4)
+    target_update: int = _flag("agent steps between target-network syncs", default=8_000)
+    epsilon_start: float = _flag("exploration rate at step 0", default=1.0)
+    epsilon_end: float = _flag("exploration rate after the decay", default=0.01)
+    epsilon_decay_steps: int = _flag("agent steps of linear epsilon decay; 0 = 10%% of --steps", default=0)
+    # Optimiser and loss
+    learning_rate: float = _flag("Adam learning rate", default=1e-4)
+    adam_epsilon: float = _flag("Adam epsilon", default=1.5e-4)
+    clipnorm: float = _flag("clip each gradient tensor to this L2 norm; 0 = off", default=0.0)
+    global_clipnorm: float = _flag("clip the global gradient L2 norm; 0 = off", default=10.0)
+    double_dqn: bool = _flag("Double DQN targets (van Hasselt et al. 2016)", default=True)
+    dueling: bool = _flag("dueling value/advantage head (Wang et al. 2016)", default=True)
+    terminal_target: float | None = _flag("TD target forced at terminal transitions (unset = the n-step return alone)", default=None)
+    # Environment
+    sticky_actions: float = _flag("repeat_action_probability (0 = the Nature setting)", default=0.0)
+    noop_max: int = _flag("up to this many no-op frames at each game start", default=30)
+    max_frames_per_episode: int = _flag("emulator frames before a training game is truncated", default=108_000)
+    # Bookkeeping
+    checkpoint_every: int = _flag("agent steps between checkpoints (also on SIGINT/SIGTERM)", default=50_000)
+    keep_checkpoints: int = _flag("checkpoints kept on disk", default=2)
+    log_every: int = _flag("agent steps between metrics.jsonl / TensorBoard records", default=5_000)
+    eval_every: int = _flag("agent steps between evaluations during training; 0 = only at the end", default=100_000)
+    eval_episodes: int = _flag("games per periodic evaluation", default=8)
+    final_eval_episodes: int = _flag("games of the final evaluation written to eval.json", default=30)
+    solved_reward: float = _flag("stop when the running mean of the last 100 per-life clipped rewards passes this; 0 = off", default=0.0)
+    progress: bool = _flag("show a progress bar", default=True)
+
+    def epsilon_decay(self) -> int:
+        return self.epsilon_decay_steps or max(1, self.steps // 10)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Where each `default` choice comes from (the dataclass defaults above ARE this preset):
+# - Double DQN + dueling + n-step 3: the three Rainbow components that need no distributional
+#   head or prioritized replay; Hessel et al. 2018 (Fig. 3) show n-step and double/dueling as the
+#   cheapest large gains in early learning.
+# - Adam 1e-4 / eps 1.5e-4: Rainbow (Hessel et al. 2018) and Dopamine's DQN Adam settings.
+# - epsilon 1.0 -> 0.01 over 10% of the run: CleanRL dqn_atari (exploration_fraction 0.1), so the
+#   schedule scales with --steps instead of being fixed at 1M steps.
+# - learning_starts 20k steps (80k frames) and target sync every 8k steps (32k frames): Rainbow.
+# - global grad-norm clip 10: Stable-Baselines3 DQN (max_grad_norm=10).
+# - 8 envs, one update per 4 agent steps, batch 32: the Nature DQN replay ratio.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # The Keras example, exactly: wrap_deepmind envs (per-life episodes, clipped rewards), updates
+    # start as soon as the buffer holds more than one batch, 50k fully random steps, epsilon decays
+    # 1.0 -> 0.1 over 1M steps from step 0, Adam(2.5e-4, clipnorm=1.0), replay 100k, target every
+    # 10k steps, and the terminal target forced to -1.
+    "keras-example": {
+        "n_step": 1,
+        "double_dqn": False,
+        "dueling": False,
+        "learning_rate": 2.5e-4,
+        "adam_epsilon": 1e-7,
+        "clipnorm": 1.0,
+        "global_clipnorm": 0.0,
+        "random_steps": 50_000,
+        "learning_starts": 32,
+        "epsilon_end": 0.1,
+        "epsilon_decay_steps": 1_000_000,
+        "replay_capacity": 100_000,
+        "target_update": 10_000,
+        "terminal_target": -1.0,
+        "solved_reward": 40.0,
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message says which and why."""
+
+
+def build_parser(prog: str = "breakout-dqn train") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train a DQN on real Breakout (ale-py). Flags override the chosen --preset.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f"{f.metadata['help']} (default preset: {default})"
+        if f.name == "preset":
+            parser.add_argument(flag, choices=sorted(PRESETS), help=f.metadata["help"])
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        elif default is None:
+            parser.add_argument(flag, type=float, help=help_text)
+        else:
+            parser.add_argument(flag, type=type(default), help=help_text)
+    return parser
+
+
+def resolve(explicit: dict[str, Any]) -> TrainConfig:
+    """Dataclass defaults <- preset <- explicit flags, then validated."""
+    preset = explicit.get("preset", "default")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    values = {**PRESETS[preset], **explicit}
+    unknown = set(values) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise ConfigError(f"unknown settings: {sorted(unknown)}")
+    config = TrainConfig(**values)
+    validate(config)
+    if not config.epsilon_decay_steps:
+        # Pin the run-length-scaled schedule so a resumed run with a larger --steps keeps it.
+        config.epsilon_decay_steps = config.epsilon_decay()
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    positive = ["steps", "num_envs", "replay_capacity", "batch_size", "n_step", "train_frequency",
+                "target_update", "checkpoint_every", "keep_checkpoints", "log_every", "final_eval_episodes"]
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
+    non_negative = ["learning_starts", "random_steps", "epsilon_decay_steps", "noop_max", "eval_every",
+                    "eval_episodes", "clipnorm", "global_clipnorm"]
+    for name in non_negative:
+        if getattr(config, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
+    if not 0.0 < config.gamma <= 1.0:
+        raise ConfigError(f"--gamma must be in (0, 1], got {config.gamma}")
+    for name in ("epsilon_start", "epsilon_end", "sticky_actions"):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(config, name)}")
+    if config.learning_rate <= 0:
+        raise ConfigError(f"--learning-rate must be > 0, got {config.learning_rate}")
+    per_env = config.replay_capacity // config.num_envs
+    if per_env < config.n_step + 8:
+        raise ConfigError(
+            f"--replay-capacity {config.replay_capacity} is too small for {config.num_envs} envs "
+            f"and n-step {config.n_step}: need at least {(config.n_step + 8) * config.num_envs}"
+        )
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    from training.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(config.to_json(), indent=2, sort_keys=True) + "\n")
+
+
+def load_config(path: Path) -> TrainConfig:
+    data = json.loads(Path(path).read_text())
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,69 @@
+"""The DQN gradient step on Keras' TensorFlow backend, compiled with XLA."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from training.config import TrainConfig
+from training.learners.state import assign_arrays
+from training.losses import td_loss, td_targets
+from training.replay import Batch
+
+
+class TensorFlowLearner:
+    """Online/target networks, Adam, and one ``tf.function(jit_compile=True)`` update."""
+
+    def __init__(self, config: TrainConfig, online, target, optimizer):
+        self.online, self.target, self.optimizer = online, target, optimizer
+        optimizer.build(online.trainable_variables)
+        double, terminal_target = config.double_dqn, config.terminal_target
+
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def train_step(states, actions, returns, discounts, dones, next_states):
+            next_q_target = target(next_states, training=False)
+            next_q_online = online(next_states, training=False) if double else None
+            targets = td_targets(returns, discounts, dones, next_q_target, next_q_online, terminal_target)
+            with tf.GradientTape() as tape:
+                q_values = online(states, training=True)
+                loss, taken = td_loss(q_values, actions, targets)
+            gradients = tape.gradient(loss, online.trainable_variables)
+            optimizer.apply(gradients, online.trainable_variables)
+            return loss, tf.reduce_mean(taken)
+
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def act(frames):
+            return tf.argmax(online(frames, training=False), axis=1, output_type=tf.int32)
+
+        @tf.function
+        def sync_target():
+            for target_weight, online_weight in zip(target.weights, online.weights):
+                target_weight.assign(online_weight)
+
+        self._train_step, self._act, self._sync_target = train_step, act, sync_target
+
+    def update(self, batch: Batch) -> tuple[float, float]:
+        loss, mean_q = self._train_step(*batch)
+        return float(loss), float(mean_q)
+
+    def act(self, frames: np.ndarray) -> np.ndarray:
+        return self._act(frames).numpy()
+
+    def sync_target(self) -> None:
+        self._sync_target()
+
+    def sync_to_model(self) -> None:
+        """Weights already live in ``online``'s variables."""
+
+    def state(self) -> dict[str, list[np.ndarray]]:
+        return {
+            "online": [np.asarray(v) for v in self.online.weights],
+            "target": [np.asarray(v) for v in self.target.weights],
+            "optimizer": [np.asarray(v) for v in self.optimizer.variables],
+        }
+
+    def load_state(self, state: dict[str, list[np.ndarray]]) -> None:
+        for name, variables in (("online", self.online.weights), ("target", self.target.weights),
+                                ("optimizer", self.optimizer.variables)):
+            assign_arrays(name, variables, state[name])
+

@@ -1,0 +1,75 @@
+"""The Nature-DQN Q-network in backend-neutral Keras 3 (TensorFlow or JAX backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers, ops
+
+from breakout_dqn import contract
+
+
+@keras.saving.register_keras_serializable(package="breakout_dqn")
+class ScaleFrames(layers.Layer):
+    """uint8 frames -> float32 in [0, 1]; the scaling lives inside the model (the contract)."""
+
+    def call(self, frames):
+        return ops.cast(frames, "float32") / 255.0
+
+
+@keras.saving.register_keras_serializable(package="breakout_dqn")
+class DuelingCombine(layers.Layer):
+    """Q = V + A - mean(A) (Wang et al. 2016, "Dueling Network Architectures")."""
+
+    def call(self, inputs):
+        value, advantages = inputs
+        return value + advantages - ops.mean(advantages, axis=1, keepdims=True)
+
+
+def build_q_network(dueling: bool = False, name: str = "q_network") -> keras.Model:
+    """Nature CNN (Mnih et al. 2015): uint8 ``frames [N,84,84,4]`` -> float32 ``q_values [N,4]``."""
+    frames = keras.Input(shape=contract.STACK_SHAPE, dtype="uint8", name=contract.INPUT_NAME)
+    x = ScaleFrames(name="scale")(frames)
+    x = layers.Conv2D(32, 8, strides=4, activation="relu", name="conv1")(x)
+    x = layers.Conv2D(64, 4, strides=2, activation="relu", name="conv2")(x)
+    x = layers.Conv2D(64, 3, strides=1, activation="relu", name="conv3")(x)
+    x = layers.Flatten(name="flatten")(x)
+    if dueling:
+        value = layers.Dense(512, activation="relu", name="value_hidden")(x)
+        value = layers.Dense(1, name="value")(value)
+        advantages = layers.Dense(512, activation="relu", name="advantage_hidden")(x)
+        advantages = layers.Dense(contract.NUM_ACTIONS, name="advantages")(advantages)
+        q_values = DuelingCombine(name=contract.OUTPUT_NAME)([value, advantages])
+    else:
+        x = layers.Dense(512, activation="relu", name="hidden")(x)
+        q_values = layers.Dense(contract.NUM_ACTIONS, name=contract.OUTPUT_NAME)(x)
+    return keras.Model(inputs=frames, outputs=q_values, name=name)
+
+
+def load_q_network(path: str | Path) -> keras.Model:
+    """Load a ``.keras`` Q-network with safe mode on; raise ValueError with a one-line reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model file not found: {path}")
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:  # zip, h5 and deserialization errors all mean "not a model"
+        raise ValueError(f"cannot load Keras model {path}: {type(error).__name__}: {error}") from None
+    check_model_contract(model)
+    return model
+
+
+def check_model_contract(model: keras.Model) -> None:
+    """Raise ValueError unless the model maps uint8 [N,84,84,4] to [N,4]."""
+    inputs = model.inputs
+    if len(inputs) != 1:
+        raise ValueError(f"model must have one input, got {len(inputs)}")
+    shape = tuple(inputs[0].shape[1:])
+    if shape != contract.STACK_SHAPE:
+        raise ValueError(f"model input must be [N,84,84,4] (channels last), got {list(inputs[0].shape)}")
+    if str(inputs[0].dtype) != "uint8":
+        raise ValueError(f"model input must be uint8 (scaling happens inside), got {inputs[0].dtype}")
+    out_shape = tuple(model.outputs[0].shape[1:])
+    if out_shape != (contract.NUM_ACTIONS,):
+        raise ValueError(f"model output must be [N,{contract.NUM_ACTIONS}], got {list(model.outputs[0].shape)}")
