@@ -1,0 +1,37 @@
+"""Shared fixtures: a seeded Q-network saved as .keras, and its ONNX export."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def keras_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained dueling Q-network (seed 0) saved as ``model.keras``."""
+    import keras
+
+    from training.model import build_q_network
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("keras") / "model.keras"
+    build_q_network(dueling=True).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def onnx_model_path(keras_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``keras_model_path`` converted to ONNX with the contract's metadata."""
+    import onnx
+
+    from export.convert import contract_metadata, file_sha256, keras_to_onnx
+    from training.model import load_q_network
+
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    proto = keras_to_onnx(load_q_network(keras_model_path), contract_metadata(file_sha256(keras_model_path)))
+    onnx.save(proto, path)
+    return path
