@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -46,6 +47,12 @@ class OnnxPolicy:
         self.path = path
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         check_session_contract(self.session)
+        self.sha256 = file_sha256(path)
+
+    @property
+    def version(self) -> str:
+        """``<package version>+<first 12 hex chars of the file's sha256>``, e.g. ``0.1.0+3f2a9c1b7d4e``."""
+        return model_version(self.sha256, self.metadata)
 
     def q_values(self, frames: np.ndarray) -> np.ndarray:
         contract.check_frames(frames)
@@ -70,3 +77,37 @@ def check_session_contract(session) -> None:
     output = outputs[names.index(contract.OUTPUT_NAME)]
     if output.type != "tensor(float)" or list(output.shape[1:]) != [contract.NUM_ACTIONS]:
         raise ModelLoadError(f"output {contract.OUTPUT_NAME!r} must be float32 [N,4], got {output.type} {output.shape}")
+
+
+def check_metadata_contract(metadata: dict[str, str]) -> None:
+    """Raise ModelLoadError unless the ONNX metadata declares this package's contract.
+
+    A server refuses such a model at start: its frames, actions or serve policy would not be
+    the ones the clients of this contract send and expect.
+    """
+    missing = [key for key in contract.REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise ModelLoadError(
+            f"model metadata lacks {missing}; export it with `breakout-dqn export` (contract {contract.CONTRACT_VERSION})"
+        )
+    expected = {
+        contract.META_CONTRACT: contract.CONTRACT_VERSION,
+        contract.META_ACTIONS: ",".join(contract.ACTION_MEANINGS),
+        contract.META_SERVE_POLICY: contract.SERVE_POLICY,
+    }
+    for key, value in expected.items():
+        if metadata[key] != value:
+            raise ModelLoadError(f"model metadata {key}={metadata[key]!r} does not match this server's {value!r}")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_version(sha256: str, metadata: dict[str, str]) -> str:
+    """The version a server reports: the package version from the metadata plus the file's hash."""
+    return f"{metadata.get(contract.META_VERSION, 'unknown')}+{sha256[:12]}"

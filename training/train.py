@@ -88,16 +88,16 @@ def save_model(model, path: Path) -> None:
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training as configured; return the final evaluation summary."""
-    import keras  # deferred: the CLI answers --help and bad flags without loading a backend
-
-    from training.learners import make_learner
-    from training.metrics import MetricsLogger
-    from training.model import build_q_network
-
     out = Path(config.out)
     layout = run_layout(out)
     prepare_run_directory(out, config.resume)
     check_fits_in_memory(config.replay_capacity)
+
+    import keras  # deferred: bad flags and pre-flight errors are reported without loading a backend
+
+    from training.learners import make_learner
+    from training.metrics import MetricsLogger
+    from training.model import build_q_network
 
     keras.utils.set_random_seed(config.seed)
     online = build_q_network(dueling=config.dueling, name="online")

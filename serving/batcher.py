@@ -1,0 +1,185 @@
+"""Dynamic batching on asyncio: concurrent requests share one forward pass.
+
+Requests (each one or more frame stacks) wait in a queue. One worker task takes the first
+request, then every request already queued, and (only while requests keep arriving
+concurrently) waits up to ``max_delay_s`` for more, up to ``max_batch`` stacks. The forward
+pass runs in a single inference thread (onnxruntime releases the GIL), so the event loop
+keeps accepting and queueing requests meanwhile: under load, batches form by themselves.
+Cancelled requests (client gone, deadline expired) are dropped before the forward pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+InferFn = Callable[[np.ndarray], np.ndarray]
+"""uint8 ``[N,84,84,4]`` -> float32 Q-values ``[N,4]``."""
+
+
+class BatcherClosed(RuntimeError):
+    """The batcher is stopping and accepts no new requests."""
+
+
+class QueueFull(RuntimeError):
+    """Too many stacks are waiting; the caller should answer RESOURCE_EXHAUSTED."""
+
+
+class DeadlineExpired(RuntimeError):
+    """A request's deadline passed while it waited for its forward pass."""
+
+
+@dataclasses.dataclass
+class BatchStats:
+    """Counters since start; ``batches`` < ``requests`` means requests were coalesced."""
+
+    requests: int = 0
+    stacks: int = 0
+    batches: int = 0
+    max_batch_stacks: int = 0
+    dropped: int = 0  # cancelled or expired before their forward pass
+
+
+@dataclasses.dataclass
+class _Pending:
+    frames: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    deadline: float | None  # loop.time() seconds
+
+
+class Batcher:
+    """Coalesces ``submit`` calls into forward passes of at most ``max_batch`` stacks.
+
+    A request larger than ``max_batch`` runs alone. ``max_queue_stacks`` bounds the stacks
+    waiting (``QueueFull`` past it). Create and use it on one event loop.
+    """
+
+    def __init__(
+        self,
+        infer: InferFn,
+        *,
+        max_batch: int = 64,
+        max_delay_s: float = 0.0005,
+        max_queue_stacks: int = 8192,
+    ):
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        if max_delay_s < 0:
+            raise ValueError("max_delay_s must be >= 0")
+        self.infer = infer
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self.max_queue_stacks = max_queue_stacks
+        self.stats = BatchStats()
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._queued_stacks = 0
+        self._closed = False
+        self._worker: asyncio.Task[None] | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self._last_batch_requests = 0
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        """Finish every queued request, then stop the worker and the inference thread."""
+        self._closed = True
+        if self._worker is not None:
+            self._queue.put_nowait(None)
+            await self._worker
+            self._worker = None
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, frames: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """Q-values ``[N,4]`` for ``frames`` ``[N,84,84,4]`` once its batch has run."""
+        if self._closed:
+            raise BatcherClosed("the server is shutting down")
+        if self._queued_stacks + len(frames) > self.max_queue_stacks:
+            raise QueueFull(f"{self._queued_stacks} stacks are already queued (limit {self.max_queue_stacks})")
+        loop = asyncio.get_running_loop()
+        pending = _Pending(frames, loop.create_future(), deadline)
+        self._queued_stacks += len(frames)
+        self._queue.put_nowait(pending)
+        return await pending.future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch, stopping = await self._collect(first, loop)
+            await self._forward(batch, loop)
+            if stopping:
+                return
+
+    async def _collect(self, first: _Pending, loop: asyncio.AbstractEventLoop) -> tuple[list[_Pending], bool]:
+        """``first`` plus what is queued; wait for more only when load is concurrent."""
+        batch, stacks = [first], len(first.frames)
+        self._queued_stacks -= stacks
+        wait_until = time.monotonic() + self.max_delay_s if self._last_batch_requests > 1 else None
+        while stacks < self.max_batch:
+            if self._queue.empty():
+                if wait_until is None or time.monotonic() >= wait_until:
+                    break
+                await asyncio.sleep(0)  # let the loop read the requests that have arrived
+                if self._queue.empty():
+                    await asyncio.sleep(min(1e-4, max(0.0, wait_until - time.monotonic())))
+                continue
+            item = self._queue.get_nowait()
+            if item is None:
+                return batch, True
+            if stacks + len(item.frames) > self.max_batch:
+                self._requeue_front(item)
+                break
+            batch.append(item)
+            stacks += len(item.frames)
+            self._queued_stacks -= len(item.frames)
+        self._last_batch_requests = len(batch)
+        return batch, False
+
+    def _requeue_front(self, item: _Pending) -> None:
+        """Put back an item that did not fit; it opens the next batch."""
+        rest = [item]
+        while not self._queue.empty():
+            rest.append(self._queue.get_nowait())
+        for pending in rest:
+            self._queue.put_nowait(pending)
+
+    async def _forward(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        live = []
+        for pending in batch:
+            if pending.future.done():  # cancelled: the client went away or its deadline expired
+                self.stats.dropped += 1
+            elif pending.deadline is not None and pending.deadline <= now:
+                self.stats.dropped += 1
+                pending.future.set_exception(DeadlineExpired("the deadline expired before the forward pass"))
+            else:
+                live.append(pending)
+        if not live:
+            return
+        frames = live[0].frames if len(live) == 1 else np.concatenate([p.frames for p in live])
+        try:
+            q_values = await loop.run_in_executor(self._executor, self.infer, frames)
+        except Exception as error:  # one bad batch must not kill the worker
+            for pending in live:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        self.stats.batches += 1
+        self.stats.requests += len(live)
+        self.stats.stacks += len(frames)
+        self.stats.max_batch_stacks = max(self.stats.max_batch_stacks, len(frames))
+        start = 0
+        for pending in live:
+            end = start + len(pending.frames)
+            if not pending.future.done():
+                pending.future.set_result(q_values[start:end])
+            start = end

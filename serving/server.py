@@ -1,0 +1,214 @@
+"""``breakout-dqn serve``: the gRPC server's lifecycle (grpc.aio, one event loop).
+
+Start: bind (127.0.0.1 by default), health NOT_SERVING, load the ONNX model and check its
+contract (a mismatch stops the server with a clear error, exit 2), warm up, health SERVING.
+Serve: AgentService (dynamic batching), grpc.health.v1 and server reflection, a max message
+size and a concurrency limit. SIGTERM/SIGINT: health NOT_SERVING, refuse new calls, finish
+the in-flight ones within ``--grace`` seconds, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from breakout.v1 import agent_pb2, agent_pb2_grpc
+from breakout_dqn import contract
+from serving.policy import ModelLoadError, OnnxPolicy, check_metadata_contract
+from serving.service import AgentServicer, Policy, ServiceLimits
+
+log = logging.getLogger("breakout_dqn.serve")
+
+MODEL_ENV = "BREAKOUT_DQN_MODEL"
+DEFAULT_MODEL = Path("models") / "breakout-dqn.onnx"
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name  # "breakout.v1.AgentService"
+MESSAGE_OVERHEAD = 1024  # bytes of protobuf framing allowed on top of the frame stacks
+
+
+def default_model_path() -> Path:
+    """``$BREAKOUT_DQN_MODEL``, else ``models/breakout-dqn.onnx`` in the repository root."""
+    if os.environ.get(MODEL_ENV):
+        return Path(os.environ[MODEL_ENV])
+    return Path(__file__).resolve().parent.parent / DEFAULT_MODEL
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    model: Path
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_batch: int = 64  # stacks per forward pass
+    max_delay_ms: float = 0.5  # longest a request waits for others to join its batch
+    max_concurrent: int = 256
+    max_stacks_per_request: int = 256
+    intra_op_threads: int | None = None
+    grace_s: float = 10.0
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.max_stacks_per_request * contract.STACK_BYTES + MESSAGE_OVERHEAD
+
+
+def load_policy(config: ServerConfig) -> OnnxPolicy:
+    """Load the model and refuse it unless its graph and metadata match the contract."""
+    policy = OnnxPolicy(config.model, intra_op_threads=config.intra_op_threads)
+    check_metadata_contract(policy.metadata)
+    return policy
+
+
+class AgentServer:
+    """One grpc.aio server: ``start`` binds, ``load`` serves the model, ``stop`` drains."""
+
+    def __init__(self, config: ServerConfig, load: Callable[[ServerConfig], Policy] = load_policy):
+        self.config = config
+        self._load = load
+        self.servicer = AgentServicer(
+            ServiceLimits(config.max_concurrent, config.max_stacks_per_request),
+            max_batch=config.max_batch,
+            max_delay_s=config.max_delay_ms / 1000,
+        )
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._stopping: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Bind and start answering (health NOT_SERVING until ``load``); return the port."""
+        options = [
+            ("grpc.max_receive_message_length", self.config.max_message_bytes),
+            ("grpc.max_send_message_length", self.config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(options=options)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(self.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        address = f"{self.config.host}:{self.config.port}"
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise OSError(f"cannot bind {address}: {error}") from None
+        await server.start()
+        self._server = server
+        return self.port
+
+    async def load(self) -> Policy:
+        """Load the model off the event loop, warm it up, attach it, report SERVING."""
+        loop = asyncio.get_running_loop()
+        policy = await loop.run_in_executor(None, self._load, self.config)
+        warmup = np.zeros((1, *contract.STACK_SHAPE), dtype=np.uint8)
+        for batch in (1, min(self.config.max_batch, 8), 1):
+            await loop.run_in_executor(None, policy.q_values, np.repeat(warmup, batch, axis=0))
+        self.servicer.attach(policy)
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        return policy
+
+    def request_stop(self) -> None:
+        """Begin draining (safe to call from a signal handler on the loop, more than once)."""
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(self.stop())
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING, refuse new calls, finish in-flight ones (up to ``grace_s``), close."""
+        grace = self.config.grace_s if grace_s is None else grace_s
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        await self.servicer.close()
+
+    async def wait(self) -> None:
+        """Until the server has stopped (by ``request_stop``/``stop`` or a signal)."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+        if self._stopping is not None:
+            await self._stopping
+
+
+async def serve(config: ServerConfig, load: Callable[[ServerConfig], Policy] = load_policy) -> int:
+    """Run until SIGTERM/SIGINT; return the process exit code."""
+    server = AgentServer(config, load)
+    try:
+        port = await server.start()
+    except OSError as error:
+        log.error("%s", error)
+        return 1
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, server.request_stop)
+    log.info("listening on %s:%d (health NOT_SERVING while the model loads)", config.host, port)
+    try:
+        policy = await server.load()
+    except ModelLoadError as error:
+        log.error("refusing to serve: %s", error)
+        await server.stop(0)
+        return 2
+    log.info(
+        "serving %s (model version %s) on %s:%d: max batch %d, max delay %.2f ms, max %d stacks/request, "
+        "max %d calls in flight",
+        config.model, policy.version, config.host, port, config.max_batch, config.max_delay_ms,
+        config.max_stacks_per_request, config.max_concurrent,
+    )
+    await server.wait()
+    stats = server.servicer.batcher.stats if server.servicer.batcher else None
+    log.info("stopped after %s", stats)
+    return 0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="breakout-dqn serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=None,
+                        help=f"ONNX model (default: ${MODEL_ENV}, else {DEFAULT_MODEL} in the repository)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all; default %(default)s)")
+    parser.add_argument("--port", type=int, default=50051, help="0 picks a free port (default %(default)s)")
+    parser.add_argument("--max-batch", type=int, default=64, help="stacks per forward pass (default %(default)s)")
+    parser.add_argument("--max-delay-ms", type=float, default=0.5,
+                        help="longest wait for a batch to fill under concurrent load (default %(default)s)")
+    parser.add_argument("--max-concurrent", type=int, default=256,
+                        help="GetAction calls in flight before RESOURCE_EXHAUSTED (default %(default)s)")
+    parser.add_argument("--max-stacks-per-request", type=int, default=256,
+                        help="also sets the max message size (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: min(2, cores))")
+    parser.add_argument("--grace", type=float, default=10.0,
+                        help="seconds in-flight calls get to finish on SIGTERM (default %(default)s)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s serve %(levelname)s %(message)s", stream=sys.stderr)
+    model = args.model or default_model_path()
+    if not model.is_file():
+        hint = "" if args.model else f" (no --model given; set --model or ${MODEL_ENV}, or export a model there)"
+        print(f"breakout-dqn serve: error: model file not found: {model}{hint}", file=sys.stderr)
+        return 2
+    for flag, value in (("--max-batch", args.max_batch), ("--max-concurrent", args.max_concurrent),
+                        ("--max-stacks-per-request", args.max_stacks_per_request)):
+        if value < 1:
+            print(f"breakout-dqn serve: error: {flag} must be >= 1", file=sys.stderr)
+            return 2
+    config = ServerConfig(
+        model=model, host=args.host, port=args.port, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+        max_concurrent=args.max_concurrent, max_stacks_per_request=args.max_stacks_per_request,
+        intra_op_threads=args.threads, grace_s=args.grace,
+    )
+    return asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The ``breakout.v1.AgentService`` servicer (grpc.aio): requests -> batcher -> responses.
+
+Every failure becomes a gRPC status in one place, ``_status_for``:
+INVALID_ARGUMENT (malformed frames), RESOURCE_EXHAUSTED (too many requests in flight, too
+many stacks), UNAVAILABLE (model loading, server draining), DEADLINE_EXCEEDED (deadline
+passed before the forward pass), INTERNAL (anything else; the server keeps serving).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any, Protocol
+
+import grpc
+import numpy as np
+
+from breakout.v1 import agent_pb2, agent_pb2_grpc
+from breakout_dqn import contract
+from serving.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
+
+log = logging.getLogger("breakout_dqn.serve")
+
+
+class Policy(Protocol):
+    """What the servicer needs from a model (``serving.policy.OnnxPolicy`` is one)."""
+
+    metadata: dict[str, str]
+    version: str
+
+    def q_values(self, frames: np.ndarray) -> np.ndarray: ...
+
+
+class Unavailable(RuntimeError):
+    """No model is loaded yet, or the server is draining."""
+
+
+class TooManyRequests(RuntimeError):
+    """Past the concurrency limit or the per-request stack limit."""
+
+
+@dataclasses.dataclass
+class ServiceLimits:
+    max_concurrent: int = 256  # GetAction calls in flight; RESOURCE_EXHAUSTED past it
+    max_stacks_per_request: int = 256  # also sets the server's max message size
+
+
+def _status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The one mapping from exceptions to gRPC status codes."""
+    if isinstance(error, contract.ContractError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    if isinstance(error, TooManyRequests | QueueFull):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
+    if isinstance(error, Unavailable | BatcherClosed):
+        return grpc.StatusCode.UNAVAILABLE, str(error)
+    if isinstance(error, DeadlineExpired):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(error)
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}"
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
+    """GetAction and GetModelInfo over a policy that is attached once loaded (``attach``)."""
+
+    def __init__(self, limits: ServiceLimits | None = None, *, max_batch: int = 64, max_delay_s: float = 0.0005):
+        self.limits = limits or ServiceLimits()
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self.policy: Policy | None = None
+        self.batcher: Batcher | None = None
+        self.draining = False
+        self.in_flight = 0
+        self.rejected = 0  # RESOURCE_EXHAUSTED answers
+        self._info: agent_pb2.GetModelInfoResponse | None = None
+
+    def attach(self, policy: Policy) -> None:
+        """Start serving ``policy`` (call on the server's event loop)."""
+        self.policy = policy
+        self._info = model_info(policy, self.limits.max_stacks_per_request)
+        self.batcher = Batcher(
+            policy.q_values,
+            max_batch=self.max_batch,
+            max_delay_s=self.max_delay_s,
+            max_queue_stacks=self.limits.max_concurrent * self.limits.max_stacks_per_request,
+        )
+        self.batcher.start()
+
+    async def close(self) -> None:
+        """Refuse new calls and finish the queued ones."""
+        self.draining = True
+        if self.batcher is not None:
+            await self.batcher.stop()
+
+    async def GetAction(self, request: agent_pb2.GetActionRequest, context: grpc.aio.ServicerContext) -> Any:
+        if self.in_flight >= self.limits.max_concurrent:
+            self.rejected += 1
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"server busy: {self.in_flight} GetAction calls in flight (limit {self.limits.max_concurrent}); "
+                "retry with backoff",
+            )
+        self.in_flight += 1
+        try:
+            return await self._get_action(request, context)
+        except asyncio.CancelledError:
+            raise  # the client went away or its deadline expired: grpc has already answered
+        except Exception as error:
+            code, message = _status_for(error)
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                self.rejected += 1
+            elif code == grpc.StatusCode.INTERNAL:
+                log.exception("GetAction failed")
+            await context.abort(code, message)
+        finally:
+            self.in_flight -= 1
+
+    async def _get_action(
+        self, request: agent_pb2.GetActionRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.GetActionResponse:
+        if self.draining:
+            raise Unavailable("the server is draining; retry on another replica")
+        if self.batcher is None or self.policy is None:
+            raise Unavailable("the model is still loading; wait for the health service to report SERVING")
+        frames = contract.frames_from_bytes(request.frames)
+        if len(frames) > self.limits.max_stacks_per_request:
+            raise TooManyRequests(
+                f"{len(frames)} stacks in one request; this server takes at most {self.limits.max_stacks_per_request}"
+            )
+        remaining = context.time_remaining()
+        deadline = None
+        if remaining is not None:
+            if remaining <= 0:
+                raise DeadlineExpired("the deadline had expired when the request arrived")
+            deadline = asyncio.get_running_loop().time() + remaining
+        q_values = await self.batcher.submit(frames, deadline)
+        response = agent_pb2.GetActionResponse(
+            actions=np.argmax(q_values, axis=1).tolist(), model_version=self.policy.version
+        )
+        if request.return_q_values:
+            response.q_values.extend(q_values.ravel().tolist())
+        return response
+
+    async def GetModelInfo(self, request: agent_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> Any:
+        if self._info is None:
+            await context.abort(*_status_for(Unavailable("the model is still loading")))
+        return self._info
+
+
+def model_info(policy: Policy, max_stacks_per_request: int) -> agent_pb2.GetModelInfoResponse:
+    """The GetModelInfo answer: the contract as this model's metadata declares it."""
+    metadata = dict(policy.metadata)
+    actions = metadata.get(contract.META_ACTIONS)
+    return agent_pb2.GetModelInfoResponse(
+        model_version=policy.version,
+        action_meanings=actions.split(",") if actions else list(contract.ACTION_MEANINGS),
+        preprocessing=metadata.get(contract.META_PREPROCESSING, contract.PREPROCESSING),
+        serve_policy=metadata.get(contract.META_SERVE_POLICY, contract.SERVE_POLICY),
+        contract_version=metadata.get(contract.META_CONTRACT, contract.CONTRACT_VERSION),
+        input=agent_pb2.TensorSpec(name=contract.INPUT_NAME, dtype="uint8", shape=[-1, *contract.STACK_SHAPE]),
+        output=agent_pb2.TensorSpec(name=contract.OUTPUT_NAME, dtype="float32", shape=[-1, contract.NUM_ACTIONS]),
+        stack_bytes=contract.STACK_BYTES,
+        max_stacks_per_request=max_stacks_per_request,
+        metadata=metadata,
+    )

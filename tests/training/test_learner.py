@@ -1,0 +1,107 @@
+"""The compiled DQN update: target math, and a step that lowers the TD loss on both backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.replay import Batch
+
+
+def fixed_batch(seed: int = 0, size: int = 32) -> Batch:
+    rng = np.random.default_rng(seed)
+    return Batch(
+        states=rng.integers(0, 256, (size, 84, 84, 4), dtype=np.uint8),
+        actions=rng.integers(0, 4, size).astype(np.int32),
+        returns=rng.choice([0.0, 1.0, 1.99], size).astype(np.float32),
+        discounts=np.where(rng.random(size) < 0.2, 0.0, 0.99**3).astype(np.float32),
+        dones=np.zeros(size, np.float32),
+        next_states=rng.integers(0, 256, (size, 84, 84, 4), dtype=np.uint8),
+    )
+
+
+def test_td_targets_match_a_numpy_reference() -> None:
+    from keras import ops
+
+    from training.losses import td_targets
+
+    rng = np.random.default_rng(0)
+    next_target = rng.normal(size=(6, 4)).astype(np.float32)
+    next_online = rng.normal(size=(6, 4)).astype(np.float32)
+    returns = rng.normal(size=6).astype(np.float32)
+    discounts = np.array([0.97, 0, 0.97, 0.97, 0, 0.97], np.float32)
+    dones = (discounts == 0).astype(np.float32)
+    double = ops.convert_to_numpy(td_targets(returns, discounts, dones, next_target, next_online, None))
+    expected_double = returns + discounts * next_target[np.arange(6), next_online.argmax(1)]
+    np.testing.assert_allclose(double, expected_double, rtol=1e-6)
+    nature = ops.convert_to_numpy(td_targets(returns, discounts, dones, next_target, None, None))
+    np.testing.assert_allclose(nature, returns + discounts * next_target.max(1), rtol=1e-6)
+    forced = ops.convert_to_numpy(td_targets(returns, discounts, dones, next_target, None, -1.0))
+    np.testing.assert_allclose(forced[dones == 1], -1.0)
+    np.testing.assert_allclose(forced[dones == 0], nature[dones == 0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("preset", ["default", "keras-example"])
+def test_tensorflow_train_step_lowers_the_td_loss_on_a_fixed_batch(preset: str) -> None:
+    from training.config import resolve
+    from training.learners import make_learner
+    from training.model import build_q_network
+
+    config = resolve({"preset": preset})
+    online, target = build_q_network(config.dueling), build_q_network(config.dueling)
+    learner = make_learner(config, online, target)
+    learner.sync_target()
+    batch = fixed_batch()
+    first, _ = learner.update(batch)
+    for _ in range(40):
+        last, _ = learner.update(batch)
+    assert last < 0.5 * first
+    greedy = learner.act(batch.states[:8])
+    assert greedy.shape == (8,) and greedy.dtype == np.int32
+    np.testing.assert_array_equal(greedy, np.argmax(online(batch.states[:8]), axis=1))
+
+
+JAX_SCRIPT = r"""
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from tests.training.test_learner import fixed_batch
+from training.config import resolve
+from training.learners import make_learner
+from training.model import build_q_network
+import keras
+assert keras.backend.backend() == "jax"
+config = resolve({})
+online, target = build_q_network(config.dueling), build_q_network(config.dueling)
+learner = make_learner(config, online, target)
+learner.sync_target()
+batch = fixed_batch()
+losses = [learner.update(batch)[0] for _ in range(40)]
+learner.sync_to_model()
+online.save(sys.argv[2])
+np.save(sys.argv[3], np.asarray(online(batch.states[:16])))
+print(json.dumps({"first": losses[0], "last": losses[-1]}))
+"""
+
+
+@pytest.mark.jax
+def test_jax_backend_train_step_lowers_the_loss_and_its_model_loads_under_tensorflow(tmp_path: Path) -> None:
+    pytest.importorskip("jax")
+    from training.model import load_q_network
+
+    root = Path(__file__).resolve().parents[2]
+    model_path, q_path = tmp_path / "jax.keras", tmp_path / "q.npy"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", JAX_SCRIPT, str(root), str(model_path), str(q_path)],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    losses = json.loads(result.stdout.strip().splitlines()[-1])
+    assert losses["last"] < 0.5 * losses["first"]
+    model = load_q_network(model_path)  # this process runs the TensorFlow backend
+    np.testing.assert_allclose(np.asarray(model(fixed_batch().states[:16])), np.load(q_path), atol=1e-5)

@@ -1,0 +1,176 @@
+"""``breakout-dqn train`` end to end on real Breakout: output layout, resume, and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TINY = ["--steps", "400", "--num-envs", "4", "--learning-starts", "200", "--random-steps", "100",
+        "--replay-capacity", "4000", "--eval-every", "0", "--final-eval-episodes", "1", "--log-every", "100",
+        "--checkpoint-every", "200", "--target-update", "100", "--no-progress"]
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "breakout_dqn.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def last_line(stream: str) -> str:
+    return stream.strip().splitlines()[-1]
+
+
+def one_error_line(stream: str) -> str:
+    """The single ``error:`` line (TensorFlow's own start-up log lines may precede it)."""
+    errors = [line for line in stream.splitlines() if "error:" in line]
+    assert len(errors) == 1, stream[-2000:]
+    assert errors[0].startswith("breakout-dqn train: error: ")
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "out"
+    result = run_cli("train", "--out", str(out), *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_train_writes_the_documented_layout_and_a_model_that_loads(tiny_run: Path) -> None:
+    from training.model import load_q_network
+
+    for name in ("model.keras", "config.json", "metrics.jsonl", "eval.json"):
+        assert (tiny_run / name).is_file(), name
+    assert list((tiny_run / "checkpoints").glob("checkpoint-*.npz"))
+    assert list((tiny_run / "tb").rglob("events.out.tfevents.*"))
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["steps"] == 400 and config["num_envs"] == 4 and config["preset"] == "default"
+    records = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["type"] == "train"]
+    assert [r["step"] for r in train_records] == [100, 200, 300, 400]
+    assert train_records[-1]["updates"] == (400 - 200) // 4
+    assert train_records[-1]["loss"] is not None
+    evaluation = json.loads((tiny_run / "eval.json").read_text())
+    assert evaluation["episodes"] == 1 and evaluation["train_agent_steps"] == 400
+    model = load_q_network(tiny_run / "model.keras")
+    assert model.output_shape == (None, 4)
+
+
+def test_a_second_train_into_the_same_out_is_refused_and_overwrites_nothing(tiny_run: Path) -> None:
+    before = digest(tiny_run / "model.keras")
+    result = run_cli("train", "--out", str(tiny_run), *TINY)
+    assert result.returncode == 2
+    assert "already holds a run" in one_error_line(result.stderr)
+    assert digest(tiny_run / "model.keras") == before
+
+
+def test_plot_turns_the_run_into_a_png(tiny_run: Path, tmp_path: Path) -> None:
+    result = run_cli("plot", str(tiny_run), "--out", str(tmp_path / "curve.png"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "-5"], "--steps must be > 0"),
+    (["--gamma", "1.5"], "--gamma must be in (0, 1]"),
+    (["--replay-capacity", "10"], "too small"),
+    (["--replay-capacity", "100000000000"], "needs about"),
+])
+def test_bad_settings_fail_with_one_line_and_exit_2(tmp_path: Path, flags: list[str], message: str) -> None:
+    result = run_cli("train", "--out", str(tmp_path / "out"), *flags)
+    assert result.returncode == 2
+    assert message in one_error_line(result.stderr)
+    assert not (tmp_path / "out" / "model.keras").exists()
+
+
+def test_unknown_flag_and_unknown_preset_are_usage_errors(tmp_path: Path) -> None:
+    for args in (["--bogus", "1"], ["--preset", "fastest"]):
+        result = run_cli("train", "--out", str(tmp_path), *args)
+        assert result.returncode == 2
+        assert "error:" in last_line(result.stderr)
+
+
+def test_unwritable_out_is_a_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_cli("train", "--out", str(blocker / "run"), *TINY)
+    assert result.returncode == 2
+    assert "is not writable" in one_error_line(result.stderr)
+
+
+def test_corrupt_checkpoint_is_a_one_line_error_and_is_left_untouched(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    latest = sorted((run / "checkpoints").glob("checkpoint-*.npz"))[-1]
+    latest.write_bytes(latest.read_bytes()[:1000])
+    before, model_before = digest(latest), digest(run / "model.keras")
+    result = run_cli("train", "--out", str(run), "--resume", "--steps", "800")
+    assert result.returncode == 2
+    assert "corrupt or unreadable checkpoint" in one_error_line(result.stderr)
+    assert digest(latest) == before and digest(run / "model.keras") == model_before
+
+
+def test_resume_after_sigkill_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    flags = [*TINY]
+    flags[flags.index("--steps") + 1] = "100000"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen([sys.executable, "-m", "breakout_dqn.cli", "train", "--out", str(out), *flags],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    checkpoints = out / "checkpoints"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and not list(checkpoints.glob("checkpoint-000000000400.npz")):
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    saved = sorted(checkpoints.glob("checkpoint-*.npz"))
+    assert saved, "no checkpoint was written before the kill"
+    saved_step = int(saved[-1].stem.split("-")[1])
+    assert saved_step >= 400
+    result = run_cli("train", "--out", str(out), "--resume", "--steps", str(saved_step + 200),
+                     "--learning-starts", "100")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resumed from checkpoint-{saved_step:012d}.npz at step {saved_step:,}" in result.stdout
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps_after_resume = [r["step"] for r in records if r["type"] == "train" and r["step"] > saved_step]
+    assert steps_after_resume and steps_after_resume[-1] == saved_step + 200
+    evaluation = json.loads((out / "eval.json").read_text())
+    assert evaluation["train_agent_steps"] == saved_step + 200
+    resumed_updates = [r["updates"] for r in records if r["type"] == "train"][-1]
+    assert resumed_updates > (saved_step - 200) // 4  # the update counter continued, not restarted
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path: Path) -> None:
+    out = tmp_path / "terminated"
+    flags = [*TINY]
+    flags[flags.index("--steps") + 1] = "100000"
+    flags[flags.index("--checkpoint-every") + 1] = "50000"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen([sys.executable, "-m", "breakout_dqn.cli", "train", "--out", str(out), *flags],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    while time.time() < deadline and '"type": "train"' not in (out / "metrics.jsonl").read_text():
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "checkpoint saved at step" in stderr and "--resume" in stderr
+    assert list((out / "checkpoints").glob("checkpoint-*.npz")) and (out / "model.keras").is_file()
