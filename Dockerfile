@@ -1,0 +1,49 @@
+# Breakout DQN images. Two targets from one file:
+#   train (default, full):  docker build --target train -t breakout-dqn .
+#   serve (slim, no TF):    docker build --target serve -t breakout-dqn-serve .
+# BASE_IMAGE may be any Debian-like image with python3 (>= 3.10), venv and pip, e.g. a local
+# debootstrap image where no registry can be reached (see scripts/container-smoke.sh).
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+RUN python3 -m venv /opt/venv \
+ && useradd --create-home --uid 10001 --shell /usr/sbin/nologin dqn \
+ && mkdir -p /models && chown dqn:dqn /models
+WORKDIR /opt/breakout-dqn
+COPY pyproject.toml README.md ./
+COPY breakout_dqn ./breakout_dqn
+COPY breakout ./breakout
+COPY training ./training
+COPY export ./export
+COPY serving ./serving
+COPY models ./models
+ENV BREAKOUT_DQN_MODEL=/opt/breakout-dqn/models/breakout-dqn.onnx
+
+# Slim serving image: numpy, onnxruntime, grpcio (+ health, reflection), protobuf. No TensorFlow.
+FROM base AS serve
+RUN pip install --no-compile ".[serve]" && pip uninstall -y pip setuptools >/dev/null 2>&1 || true
+USER dqn
+VOLUME ["/models"]
+EXPOSE 50051
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-m", "serving.healthcheck", "--target", "127.0.0.1:50051"]
+ENTRYPOINT ["breakout-dqn"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "50051"]
+
+# Full image: training, evaluation, export, verify, serve and play.
+FROM base AS train
+RUN pip install ".[train]"
+USER dqn
+VOLUME ["/models"]
+EXPOSE 50051
+# A batch job has no server to probe; run `serve` from the slim image for a health-checked service.
+HEALTHCHECK NONE
+ENTRYPOINT ["breakout-dqn"]
+CMD ["--help"]
