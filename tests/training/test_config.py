@@ -1,0 +1,51 @@
+"""Presets, flag precedence and the exploration schedule."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.config import ConfigError, TrainConfig, build_parser, resolve
+from training.train import epsilon_at
+
+
+def parse(*argv: str) -> TrainConfig:
+    return resolve(vars(build_parser().parse_args(list(argv))))
+
+
+def test_keras_example_preset_is_the_example_s_settings() -> None:
+    config = parse("--preset", "keras-example")
+    assert (config.gamma, config.batch_size, config.learning_rate, config.clipnorm) == (0.99, 32, 2.5e-4, 1.0)
+    assert (config.random_steps, config.epsilon_end, config.epsilon_decay_steps) == (50_000, 0.1, 1_000_000)
+    assert (config.replay_capacity, config.train_frequency, config.target_update) == (100_000, 4, 10_000)
+    assert config.terminal_target == -1.0 and config.solved_reward == 40.0
+    assert config.n_step == 1 and not config.double_dqn and not config.dueling and config.global_clipnorm == 0
+
+
+def test_explicit_flags_override_the_preset() -> None:
+    config = parse("--preset", "keras-example", "--replay-capacity", "5000", "--no-dueling", "--dueling")
+    assert config.replay_capacity == 5000 and config.dueling
+    assert config.learning_rate == 2.5e-4
+
+
+def test_default_preset_scales_exploration_to_the_run_and_pins_it() -> None:
+    config = parse("--steps", "100000")
+    assert config.epsilon_decay_steps == 10_000  # pinned in config.json: a resumed, longer run keeps it
+    assert epsilon_at(config, 0) == 1.0
+    assert epsilon_at(config, 5_000) == pytest.approx(0.505)
+    assert epsilon_at(config, 10_000) == pytest.approx(0.01) == epsilon_at(config, 90_000)
+
+
+def test_keras_example_epsilon_decays_from_step_zero_like_the_notebook() -> None:
+    config = parse("--preset", "keras-example")
+    assert epsilon_at(config, 50_000) == pytest.approx(1.0 - 0.9 * 50_000 / 1_000_000)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "0"], "--batch-size must be > 0"),
+    (["--epsilon-end", "2"], "--epsilon-end must be in [0, 1]"),
+    (["--learning-rate", "-1"], "--learning-rate must be > 0"),
+    (["--num-envs", "8", "--replay-capacity", "64"], "too small"),
+])
+def test_invalid_settings_are_refused_with_the_flag_named(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse(*argv)
