@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -119,7 +120,7 @@ def play_games(
         raise ValueError("episodes must be >= 1")
     num_envs = max(1, min(num_envs, episodes))
     quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
-    env_kwargs = dict(
+    env_kwargs: dict[str, Any] = dict(
         life_loss_info=False,
         noop_max=noop_max,
         repeat_action_probability=repeat_action_probability,
@@ -127,7 +128,7 @@ def play_games(
     )
     env = make_vector_env(num_envs, **env_kwargs)
     video_env = make_vector_env(num_envs, rgb_frames=True, **env_kwargs) if video_path else None
-    video_frames: list[np.ndarray] = []
+    video_frames: list[Any] = []
     try:
         observations, info = env.reset(seed=seed)
         if video_env is not None:
@@ -174,7 +175,7 @@ def play_games(
     return results
 
 
-def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 15) -> None:
+def write_video(frames: list[Any], path: str | Path, fps: int = 15) -> None:
     """Write RGB frames ``[H,W,3]`` uint8 as an MP4 (imageio-ffmpeg) or GIF, by suffix."""
     import imageio.v2 as imageio
 

@@ -46,6 +46,8 @@ META_EVAL_SCORE = "breakout_dqn.eval_score"
 META_SOURCE_SHA256 = "breakout_dqn.source_sha256"
 META_VERSION = "breakout_dqn.package_version"
 META_CONTRACT = "breakout_dqn.contract"
+# Keras Q-values on fixed probe stacks, written by export and re-checked by verify (~10 KB JSON).
+META_FINGERPRINT = "breakout_dqn.parity_fingerprint"
 CONTRACT_VERSION = "frames-u8-nhwc-84x84x4/q-f32-4/v1"
 REQUIRED_METADATA = (
     META_PREPROCESSING,

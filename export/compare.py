@@ -7,7 +7,9 @@ action (argmax) agrees on every row except near-ties (see ``compare``). NumPy on
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +35,8 @@ def compare(q_ref: np.ndarray, q_test: np.ndarray, atol: float, rtol: float) -> 
 
     The argmax must agree on every row except near-ties: rows where the reference prefers its
     action ``a`` over the candidate's ``b`` by at most ``bound[a] + bound[b]`` (two values that
-    close may swap order under drift that is itself within tolerance). A candidate that is non-finite or of another shape
-    fails.
+    close may swap order under drift that is itself within tolerance). A candidate that is
+    non-finite or of another shape fails.
     """
     q_ref = np.asarray(q_ref, dtype=np.float64)
     q_test = np.asarray(q_test, dtype=np.float64)
@@ -65,3 +67,14 @@ def compare(q_ref: np.ndarray, q_test: np.ndarray, atol: float, rtol: float) -> 
         finite=finite,
         passed=finite and within and not bool((disagree & ~near_tie).any()),
     )
+
+
+def jsonable(value: Any) -> Any:
+    """NaN/inf floats -> None, recursively (dicts, lists, tuples), so reports are strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    return value

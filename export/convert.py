@@ -18,7 +18,8 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def contract_metadata(source_sha256: str, train_steps: int | None = None, eval_score: float | None = None) -> dict[str, str]:
+def contract_metadata(source_sha256: str, train_steps: int | None = None,
+                      eval_score: float | None = None) -> dict[str, str]:
     """The ``metadata_props`` every exported model carries (keys in ``breakout_dqn.contract``)."""
     metadata = {
         contract.META_CONTRACT: contract.CONTRACT_VERSION,

@@ -41,7 +41,7 @@ def list_checkpoints(directory: Path) -> list[Path]:
 def save_checkpoint(directory: Path, step: int, arrays: dict[str, list[np.ndarray]], state: dict[str, Any],
                     keep: int) -> Path:
     """Write ``checkpoint-<step>.npz`` atomically, then prune all but the newest ``keep``."""
-    payload: dict[str, np.ndarray] = {"state_json": np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)}
+    payload: dict[str, Any] = {"state_json": np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)}
     for group, values in arrays.items():
         payload[f"{group}_count"] = np.array(len(values))
         for index, value in enumerate(values):
