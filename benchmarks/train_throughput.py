@@ -72,11 +72,11 @@ def trainer_steps_per_second(preset: str, steps: int, learning_starts: int) -> t
 
 def keras_example_steps_per_second(steps: int) -> float:
     """The notebook's loop, faithfully: lists of float stacks, eager tape update, a model call per step."""
+    import ale_py
     import gymnasium as gym
     import numpy as np
     import tensorflow as tf
     from ale_py import AtariEnv  # noqa: F401
-    import ale_py
     from tensorflow import keras
     from tensorflow.keras import layers
 
@@ -131,7 +131,7 @@ def keras_example_steps_per_second(steps: int) -> float:
                 q_action = tf.reduce_sum(tf.multiply(model(state_sample), masks), axis=1)
                 loss = loss_function(updated, q_action)
             grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
     env.close()
     assert started is not None
     return steps / (time.perf_counter() - started)
@@ -151,7 +151,8 @@ def main() -> None:
     efficiency = steps_per_second * t_update / train_frequency
     print(f"preset                     {args.preset}")
     print(f"isolated train step        t_update = {t_update * 1000:.1f} ms (batch 32, XLA)")
-    print(f"compute limit              {train_frequency / t_update:.1f} agent steps/s (1 update / {train_frequency} steps)")
+    limit = train_frequency / t_update
+    print(f"compute limit              {limit:.1f} agent steps/s (1 update / {train_frequency} steps)")
     print(f"trainer, learning phase    {steps_per_second:.1f} agent steps/s over {measured} steps")
     print(f"efficiency                 {efficiency:.3f}  (steps/s x t_update / train_frequency; target >= 0.9)")
     if args.baseline_steps:

@@ -18,14 +18,17 @@ def _flag(help_text: str, **kwargs: Any) -> Any:
 class TrainConfig:
     """Every setting of a run. Units: 1 agent step = 4 emulator frames, per env."""
 
-    preset: str = _flag("settings bundle applied before explicit flags: default | keras-example", default="default")
-    out: str = _flag("run directory (model.keras, config.json, metrics.jsonl, checkpoints/, eval.json, tb/)", default="runs/breakout")
+    preset: str = _flag("settings bundle applied before explicit flags: default | keras-example",
+                        default="default")
+    out: str = _flag("run directory (model.keras, config.json, metrics.jsonl, checkpoints/, eval.json, tb/)",
+                     default="runs/breakout")
     resume: bool = _flag("continue the run in --out from its latest checkpoint", default=False)
     steps: int = _flag("total agent steps over all envs (1 step = 4 frames)", default=250_000)
     seed: int = _flag("seed for envs, network init, exploration and sampling", default=0)
     num_envs: int = _flag("Breakout games stepped together by ale-py's C++ vector env", default=8)
     # Replay
-    replay_capacity: int = _flag("transitions kept (1M fits in about 7.1 GB: one 84x84 uint8 frame each)", default=1_000_000)
+    replay_capacity: int = _flag("transitions kept (1M fits in about 7.1 GB: one 84x84 uint8 frame each)",
+                                 default=1_000_000)
     batch_size: int = _flag("transitions per update", default=32)
     n_step: int = _flag("n-step return length (Sutton 1988; Rainbow uses 3)", default=3)
     gamma: float = _flag("discount per agent step", default=0.99)
@@ -44,7 +47,8 @@ class TrainConfig:
     global_clipnorm: float = _flag("clip the global gradient L2 norm; 0 = off", default=10.0)
     double_dqn: bool = _flag("Double DQN targets (van Hasselt et al. 2016)", default=True)
     dueling: bool = _flag("dueling value/advantage head (Wang et al. 2016)", default=True)
-    terminal_target: float | None = _flag("TD target forced at terminal transitions (unset = the n-step return alone)", default=None)
+    terminal_target: float | None = _flag(
+        "TD target forced at terminal transitions (unset = the n-step return alone)", default=None)
     # Environment
     sticky_actions: float = _flag("repeat_action_probability (0 = the Nature setting)", default=0.0)
     noop_max: int = _flag("up to this many no-op frames at each game start", default=30)
@@ -56,7 +60,8 @@ class TrainConfig:
     eval_every: int = _flag("agent steps between evaluations during training; 0 = only at the end", default=100_000)
     eval_episodes: int = _flag("games per periodic evaluation", default=8)
     final_eval_episodes: int = _flag("games of the final evaluation written to eval.json", default=30)
-    solved_reward: float = _flag("stop when the running mean of the last 100 per-life clipped rewards passes this; 0 = off", default=0.0)
+    solved_reward: float = _flag(
+        "stop when the running mean of the last 100 per-life clipped rewards passes this; 0 = off", default=0.0)
     progress: bool = _flag("show a progress bar", default=True)
 
     def epsilon_decay(self) -> int:

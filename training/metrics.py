@@ -15,7 +15,7 @@ class MetricsLogger:
         from tensorboardX import SummaryWriter  # no TensorFlow needed: works on the JAX backend too
 
         self.path = out / "metrics.jsonl"
-        self._file = open(self.path, "a", buffering=1)
+        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 (closed in close())
         self._writer = SummaryWriter(str(out / "tb"))
         self._hyperparameters = hyperparameters
         table = "| setting | value |\n|---|---|\n" + "\n".join(

@@ -33,7 +33,7 @@ def fill_random(buffer: ReplayBuffer, slots: int, rng: np.random.Generator) -> l
 
 def reference_stack(history: list[dict], t: int) -> np.ndarray:
     stack = np.zeros((84, 84, 4), dtype=np.uint8)
-    for channel, k in zip(range(3, -1, -1), range(t, t - 4, -1)):
+    for channel, k in zip(range(3, -1, -1), range(t, t - 4, -1), strict=True):
         stack[..., channel] = history[k]["frame"]
         if history[k]["start"]:
             break
@@ -81,7 +81,7 @@ def test_samples_avoid_overwritten_stacks_unwritten_bootstraps_and_autoreset_slo
     assert low == 95 - 30 + 3 and high == 95 - 1 - 3
     envs, times = buffer._sample_indices(4000, rng)
     assert times.min() >= low and times.max() <= high
-    assert all(history[e][t]["valid"] for e, t in zip(envs, times))
+    assert all(history[e][t]["valid"] for e, t in zip(envs, times, strict=True))
     assert set(np.unique(times)) == {t for t in range(low, high + 1)} - {
         t for t in range(low, high + 1) if not (history[0][t]["valid"] or history[1][t]["valid"])}
 

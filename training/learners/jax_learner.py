@@ -64,11 +64,11 @@ class JaxLearner:
         self.target_trainable = list(self.trainable)
 
     def sync_to_model(self) -> None:
-        for variable, value in zip(self.online.trainable_variables, self.trainable):
+        for variable, value in zip(self.online.trainable_variables, self.trainable, strict=True):
             variable.assign(value)
-        for variable, value in zip(self.target.trainable_variables, self.target_trainable):
+        for variable, value in zip(self.target.trainable_variables, self.target_trainable, strict=True):
             variable.assign(value)
-        for variable, value in zip(self.optimizer.variables, self.optimizer_state):
+        for variable, value in zip(self.optimizer.variables, self.optimizer_state, strict=True):
             variable.assign(value)
 
     def state(self) -> dict[str, list[np.ndarray]]:

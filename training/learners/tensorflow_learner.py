@@ -37,7 +37,7 @@ class TensorFlowLearner:
 
         @tf.function
         def sync_target():
-            for target_weight, online_weight in zip(target.weights, online.weights):
+            for target_weight, online_weight in zip(target.weights, online.weights, strict=True):
                 target_weight.assign(online_weight)
 
         self._train_step, self._act, self._sync_target = train_step, act, sync_target
