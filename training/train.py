@@ -23,6 +23,7 @@ from training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoi
 from training.config import TrainConfig, save_config
 from training.io import atomic_path, atomic_write_text
 from training.replay import ReplayBuffer, check_fits_in_memory
+from training.sampler import PrefetchSampler
 
 WINDOW = 100  # games / lives in the running means (the Keras example's 100 episodes)
 
@@ -42,6 +43,7 @@ class LoopState:
     recent_scores: list[float] = field(default_factory=list)
     recent_life_rewards: list[float] = field(default_factory=list)
     rng_state: dict[str, Any] = field(default_factory=dict)
+    sample_rng_state: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
     solved_at_step: int | None = None
 
@@ -104,7 +106,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     target = build_q_network(dueling=config.dueling, name="target")
     learner = make_learner(config, online, target)
     learner.sync_target()
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(config.seed)  # exploration
+    sample_rng = np.random.default_rng(config.seed + 1)  # replay sampling (on the sampler thread)
     state = LoopState()
     if config.resume:
         latest = list_checkpoints(layout["checkpoints"])[-1]
@@ -112,11 +115,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
         learner.load_state(arrays)
         state = LoopState(**saved)
         rng.bit_generator.state = state.rng_state
+        if state.sample_rng_state:
+            sample_rng.bit_generator.state = state.sample_rng_state
         print(f"resumed from {latest.name} at step {state.step:,} ({state.updates:,} updates)", flush=True)
     save_config(config, layout["config"])
 
     def checkpoint() -> None:
+        sampler.settle()
         state.rng_state = rng.bit_generator.state
+        state.sample_rng_state = sample_rng.bit_generator.state
         save_checkpoint(layout["checkpoints"], state.step, learner.state(), state.__dict__, config.keep_checkpoints)
         learner.sync_to_model()
         save_model(online, layout["model"])
@@ -135,6 +142,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         max_frames_per_episode=config.max_frames_per_episode,
     )
     replay = ReplayBuffer(config.replay_capacity, config.num_envs, config.n_step, config.gamma)
+    sampler = PrefetchSampler(replay, config.batch_size, sample_rng)
     num_envs = config.num_envs
     learning_start_step = state.step + config.learning_starts if config.resume else config.learning_starts
     recent_scores = collections.deque(state.recent_scores, maxlen=WINDOW)
@@ -168,8 +176,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
             # Updates overlap with the env threads stepping the games.
             if step >= learning_start_step and replay.can_sample():
-                for _ in range((step + num_envs) // config.train_frequency - step // config.train_frequency):
-                    loss, mean_q = learner.update(replay.sample(config.batch_size, rng))
+                due = (step + num_envs) // config.train_frequency - step // config.train_frequency
+                for index in range(due):
+                    loss, mean_q = learner.update(sampler.next(prefetch_another=index + 1 < due))
                     losses.append(loss)
                     mean_qs.append(mean_q)
                     state.updates += 1
@@ -179,6 +188,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             next_observations, rewards, terminated, truncated, info = env.recv()
             valid = ~pending_reset
             ended = terminated | truncated
+            sampler.settle()
             replay.add(observations[:, -1], actions, rewards, ended & valid, starting, valid)
             game_scores += np.where(valid, rewards, 0.0)
             life_rewards += np.where(valid, np.sign(rewards), 0.0)
@@ -199,6 +209,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
             previous_lives[starting] = lives[starting]
             observations = next_observations
             state.step += num_envs
+            if state.step >= learning_start_step and replay.can_sample():
+                sampler.prefetch()  # overlaps the next act() call
             progress.update(num_envs)
 
             running_reward = float(np.mean(recent_life_rewards)) if recent_life_rewards else 0.0
@@ -236,6 +248,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 next_checkpoint += config.checkpoint_every
     finally:
         progress.close()
+        sampler.close()
         env.close()
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
