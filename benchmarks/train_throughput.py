@@ -146,11 +146,16 @@ def main() -> None:
     from training.config import resolve
 
     train_frequency = resolve({"preset": args.preset}).train_frequency
-    t_update = isolated_update_seconds(args.preset)
+    # t_update before and after the trainer run; the smaller is the least-disturbed estimate
+    # (a busy machine inflates it, which would flatter the efficiency).
+    t_before = isolated_update_seconds(args.preset)
     steps_per_second, measured = trainer_steps_per_second(args.preset, args.steps, learning_starts=1000)
+    t_after = isolated_update_seconds(args.preset)
+    t_update = min(t_before, t_after)
     efficiency = steps_per_second * t_update / train_frequency
     print(f"preset                     {args.preset}")
-    print(f"isolated train step        t_update = {t_update * 1000:.1f} ms (batch 32, XLA)")
+    print(f"isolated train step        t_update = {t_update * 1000:.1f} ms (batch 32, XLA; before "
+          f"{t_before * 1000:.1f}, after {t_after * 1000:.1f})")
     limit = train_frequency / t_update
     print(f"compute limit              {limit:.1f} agent steps/s (1 update / {train_frequency} steps)")
     print(f"trainer, learning phase    {steps_per_second:.1f} agent steps/s over {measured} steps")
