@@ -46,7 +46,8 @@ def plot_run(run_dir: Path, out: Path, window: int = 100) -> Path:
     score_axis.grid(alpha=0.3)
     if train:
         speed_axis.plot([t["frames"] / 1e6 for t in train], [t["steps_per_second"] for t in train], color="tab:green")
-    speed_axis.set_ylabel("agent steps/s")
+    speed_axis.set_yscale("log")  # random warm-up runs ~30x faster than learning
+    speed_axis.set_ylabel("agent steps/s (log)")
     speed_axis.set_xlabel("emulator frames (millions; 1 agent step = 4 frames)")
     speed_axis.grid(alpha=0.3)
     figure.tight_layout()
