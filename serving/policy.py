@@ -70,7 +70,9 @@ def check_session_contract(session) -> None:
     if inputs[0].type != "tensor(uint8)":
         raise ModelLoadError(f"input {contract.INPUT_NAME!r} must be uint8, got {inputs[0].type}")
     if list(inputs[0].shape[1:]) != list(contract.STACK_SHAPE):
-        raise ModelLoadError(f"input {contract.INPUT_NAME!r} must be [N,84,84,4] (channels last), got {inputs[0].shape}")
+        raise ModelLoadError(
+            f"input {contract.INPUT_NAME!r} must be [N,84,84,4] (channels last), got {inputs[0].shape}"
+        )
     names = [o.name for o in outputs]
     if contract.OUTPUT_NAME not in names:
         raise ModelLoadError(f"model must have an output named {contract.OUTPUT_NAME!r}, got {names}")
@@ -88,7 +90,8 @@ def check_metadata_contract(metadata: dict[str, str]) -> None:
     missing = [key for key in contract.REQUIRED_METADATA if key not in metadata]
     if missing:
         raise ModelLoadError(
-            f"model metadata lacks {missing}; export it with `breakout-dqn export` (contract {contract.CONTRACT_VERSION})"
+            f"model metadata lacks {missing}; export it with `breakout-dqn export` "
+            f"(contract {contract.CONTRACT_VERSION})"
         )
     expected = {
         contract.META_CONTRACT: contract.CONTRACT_VERSION,

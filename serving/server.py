@@ -50,7 +50,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     max_batch: int = 64  # stacks per forward pass
-    max_delay_ms: float = 0.5  # longest a request waits for others to join its batch
+    max_delay_ms: float = 2.0  # longest a batch waits for more requests (never at concurrency 1)
     max_concurrent: int = 256
     max_stacks_per_request: int = 256
     intra_op_threads: int | None = None
@@ -97,7 +97,10 @@ class AgentServer:
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        address = f"{self.config.host}:{self.config.port}"
+        host = self.config.host
+        if ":" in host and not host.startswith("["):  # an IPv6 address
+            host = f"[{host}]"
+        address = f"{host}:{self.config.port}"
         try:
             self.port = server.add_insecure_port(address)
         except RuntimeError as error:
@@ -113,22 +116,37 @@ class AgentServer:
         warmup = np.zeros((1, *contract.STACK_SHAPE), dtype=np.uint8)
         for batch in (1, min(self.config.max_batch, 8), 1):
             await loop.run_in_executor(None, policy.q_values, np.repeat(warmup, batch, axis=0))
+        if self.servicer.draining:  # stopped while loading
+            return policy
         self.servicer.attach(policy)
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         return policy
 
     def request_stop(self) -> None:
-        """Begin draining (safe to call from a signal handler on the loop, more than once)."""
+        """Begin draining (a signal handler on the loop); a second call cancels what is left."""
+        loop = asyncio.get_running_loop()
         if self._stopping is None:
-            self._stopping = asyncio.get_running_loop().create_task(self.stop())
+            log.info("draining: health NOT_SERVING, finishing in-flight calls (up to %.0f s)", self.config.grace_s)
+            self._stopping = loop.create_task(self.stop())
+        elif self._server is not None:
+            log.warning("second signal: cancelling the calls still in flight")
+            loop.create_task(self._server.stop(0))
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """NOT_SERVING, refuse new calls, finish in-flight ones (up to ``grace_s``), close."""
+        """NOT_SERVING, refuse new calls, finish in-flight ones (up to ``grace_s``), close.
+
+        Long-lived calls (health Watch streams) are cut once the GetAction calls are done,
+        so an open watcher does not hold the shutdown for the whole grace period.
+        """
         grace = self.config.grace_s if grace_s is None else grace_s
         await self.health.enter_graceful_shutdown()
+        self.servicer.draining = True
+        idle = await self.servicer.wait_idle(grace)
+        if not idle:
+            log.warning("grace period over with %d GetAction calls in flight", self.servicer.in_flight)
         if self._server is not None:
-            await self._server.stop(grace)
+            await self._server.stop(0 if idle else None)
         await self.servicer.close()
 
     async def wait(self) -> None:
@@ -145,7 +163,7 @@ async def serve(config: ServerConfig, load: Callable[[ServerConfig], Policy] = l
     try:
         port = await server.start()
     except OSError as error:
-        log.error("%s", error)
+        print(f"breakout-dqn serve: error: {error}", file=sys.stderr, flush=True)
         return 1
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -153,16 +171,18 @@ async def serve(config: ServerConfig, load: Callable[[ServerConfig], Policy] = l
     log.info("listening on %s:%d (health NOT_SERVING while the model loads)", config.host, port)
     try:
         policy = await server.load()
-    except ModelLoadError as error:
-        log.error("refusing to serve: %s", error)
+    except Exception as error:  # ModelLoadError, or a graph that fails its warm-up pass
+        reason = str(error) if isinstance(error, ModelLoadError) else f"{type(error).__name__}: {error}"
+        print(f"breakout-dqn serve: error: refusing to serve {config.model}: {reason}", file=sys.stderr, flush=True)
         await server.stop(0)
         return 2
-    log.info(
-        "serving %s (model version %s) on %s:%d: max batch %d, max delay %.2f ms, max %d stacks/request, "
-        "max %d calls in flight",
-        config.model, policy.version, config.host, port, config.max_batch, config.max_delay_ms,
-        config.max_stacks_per_request, config.max_concurrent,
-    )
+    if not server.servicer.draining:
+        log.info(
+            "serving %s (model version %s) on %s:%d: max batch %d, max delay %.2f ms, max %d stacks/request, "
+            "max %d calls in flight",
+            config.model, policy.version, config.host, port, config.max_batch, config.max_delay_ms,
+            config.max_stacks_per_request, config.max_concurrent,
+        )
     await server.wait()
     stats = server.servicer.batcher.stats if server.servicer.batcher else None
     log.info("stopped after %s", stats)
@@ -170,19 +190,25 @@ async def serve(config: ServerConfig, load: Callable[[ServerConfig], Policy] = l
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="breakout-dqn serve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="breakout-dqn serve",
+        description="Serve greedy Breakout actions over gRPC (breakout.v1.AgentService) from an ONNX model on "
+        "onnxruntime, with dynamic batching, grpc.health.v1, server reflection and graceful shutdown on SIGTERM.",
+    )
     parser.add_argument("--model", type=Path, default=None,
                         help=f"ONNX model (default: ${MODEL_ENV}, else {DEFAULT_MODEL} in the repository)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all; default %(default)s)")
     parser.add_argument("--port", type=int, default=50051, help="0 picks a free port (default %(default)s)")
     parser.add_argument("--max-batch", type=int, default=64, help="stacks per forward pass (default %(default)s)")
-    parser.add_argument("--max-delay-ms", type=float, default=0.5,
-                        help="longest wait for a batch to fill under concurrent load (default %(default)s)")
+    parser.add_argument("--max-delay-ms", type=float, default=2.0,
+                        help="longest a batch waits to grow as large as the previous one; sequential "
+                        "callers never wait (default %(default)s)")
     parser.add_argument("--max-concurrent", type=int, default=256,
                         help="GetAction calls in flight before RESOURCE_EXHAUSTED (default %(default)s)")
     parser.add_argument("--max-stacks-per-request", type=int, default=256,
                         help="also sets the max message size (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: min(2, cores))")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="onnxruntime intra-op threads (default: min(2, cores))")
     parser.add_argument("--grace", type=float, default=10.0,
                         help="seconds in-flight calls get to finish on SIGTERM (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

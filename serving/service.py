@@ -26,8 +26,11 @@ log = logging.getLogger("breakout_dqn.serve")
 class Policy(Protocol):
     """What the servicer needs from a model (``serving.policy.OnnxPolicy`` is one)."""
 
-    metadata: dict[str, str]
-    version: str
+    @property
+    def metadata(self) -> dict[str, str]: ...
+
+    @property
+    def version(self) -> str: ...
 
     def q_values(self, frames: np.ndarray) -> np.ndarray: ...
 
@@ -62,13 +65,20 @@ def _status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     """GetAction and GetModelInfo over a policy that is attached once loaded (``attach``)."""
 
-    def __init__(self, limits: ServiceLimits | None = None, *, max_batch: int = 64, max_delay_s: float = 0.0005):
+    def __init__(
+        self,
+        limits: ServiceLimits | None = None,
+        *,
+        max_batch: int = 64,
+        max_delay_s: float = 0.002,
+    ):
         self.limits = limits or ServiceLimits()
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self.policy: Policy | None = None
         self.batcher: Batcher | None = None
         self.draining = False
+        self.version = ""
         self.in_flight = 0
         self.rejected = 0  # RESOURCE_EXHAUSTED answers
         self._info: agent_pb2.GetModelInfoResponse | None = None
@@ -76,6 +86,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def attach(self, policy: Policy) -> None:
         """Start serving ``policy`` (call on the server's event loop)."""
         self.policy = policy
+        self.version = policy.version
         self._info = model_info(policy, self.limits.max_stacks_per_request)
         self.batcher = Batcher(
             policy.q_values,
@@ -90,6 +101,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.draining = True
         if self.batcher is not None:
             await self.batcher.stop()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no GetAction call is in flight; False if ``timeout`` s passed first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        return not self.in_flight
 
     async def GetAction(self, request: agent_pb2.GetActionRequest, context: grpc.aio.ServicerContext) -> Any:
         if self.in_flight >= self.limits.max_concurrent:
@@ -134,7 +153,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             deadline = asyncio.get_running_loop().time() + remaining
         q_values = await self.batcher.submit(frames, deadline)
         response = agent_pb2.GetActionResponse(
-            actions=np.argmax(q_values, axis=1).tolist(), model_version=self.policy.version
+            actions=np.argmax(q_values, axis=1).tolist(), model_version=self.version
         )
         if request.return_q_values:
             response.q_values.extend(q_values.ravel().tolist())

@@ -1,0 +1,114 @@
+"""``breakout-dqn play --server HOST:PORT``: play real Breakout, every action from the server.
+
+The games run locally (ale-py, the contract's preprocessing: the frames the model was trained
+on); each agent step sends the frame stacks of all games in one GetAction request. The client
+serves the ball itself the way training did (FIRE at reset and after every lost life: the
+``fire-after-life-loss`` serve policy the model's metadata declares), so a greedy agent that
+never learned to press FIRE does not stall. Prints the score of each game as it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from breakout_dqn import atari, contract
+from serving.client import AgentClient
+
+PROG = "breakout-dqn play"
+
+
+def check_model_info(info) -> None:  # info: agent_pb2.GetModelInfoResponse
+    """Raise ValueError unless this client can drive the served model's game correctly."""
+    if tuple(info.action_meanings) != contract.ACTION_MEANINGS:
+        raise ValueError(f"server's actions {list(info.action_meanings)} are not {list(contract.ACTION_MEANINGS)}")
+    if info.serve_policy != contract.SERVE_POLICY:
+        raise ValueError(
+            f"server's model expects serve policy {info.serve_policy!r}; "
+            f"this client implements {contract.SERVE_POLICY!r}"
+        )
+    if info.stack_bytes != contract.STACK_BYTES:
+        raise ValueError(f"server expects {info.stack_bytes} bytes per stack, this client sends {contract.STACK_BYTES}")
+
+
+class ServerAgent:
+    """``act(frames) -> actions`` through GetAction, timing every call."""
+
+    def __init__(self, client: AgentClient):
+        self.client = client
+        self.latencies: list[float] = []
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        actions = self.client.get_action(frames)
+        self.latencies.append(time.perf_counter() - start)
+        if len(actions) != len(frames):
+            raise RuntimeError(f"server answered {len(actions)} actions for {len(frames)} stacks")
+        return actions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of a `breakout-dqn serve`")
+    parser.add_argument("--episodes", type=int, default=1, help="full 5-life games to play")
+    parser.add_argument("--num-envs", type=int, default=1, help="games played at once (one request per step)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the no-op starts")
+    parser.add_argument("--max-frames", type=int, default=atari.NATURE_MAX_FRAMES, help="frame cap per game")
+    parser.add_argument("--video", type=Path, default=None, help="record the first game (.mp4 or .gif)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per GetAction call")
+    parser.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the server to be SERVING")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.episodes < 1 or args.num_envs < 1:
+        print(f"{PROG}: error: --episodes and --num-envs must be >= 1", file=sys.stderr)
+        return 2
+    with AgentClient(args.server, timeout=args.timeout) as client:
+        try:
+            client.wait_until_serving(args.wait)
+            info = client.model_info()
+            check_model_info(info)
+        except (TimeoutError, grpc.RpcError, ValueError) as error:
+            detail = f"{error.code().name}: {error.details()}" if isinstance(error, grpc.RpcError) else str(error)
+            print(f"{PROG}: error: {args.server}: {detail}", file=sys.stderr)
+            return 1 if not isinstance(error, ValueError) else 2
+        print(f"server {args.server}: model {info.model_version}, actions {','.join(info.action_meanings)}, "
+              f"serve policy {info.serve_policy} (this client presses FIRE at reset and after every lost life)",
+              flush=True)
+        agent = ServerAgent(client)
+        count = 0
+
+        def on_game(result: atari.GameResult) -> None:
+            nonlocal count
+            count += 1
+            note = " (truncated at the frame cap)" if result.truncated else ""
+            print(f"game {count}: score {result.score:.0f} in {result.steps} steps, {result.frames} frames{note}",
+                  flush=True)
+
+        try:
+            results = atari.play_games(agent, args.episodes, seed=args.seed, num_envs=args.num_envs,
+                                       max_frames_per_episode=args.max_frames, video_path=args.video,
+                                       on_game=on_game)
+        except grpc.RpcError as error:
+            print(f"{PROG}: error: GetAction failed: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    summary = atari.summarize(results)
+    latencies = np.asarray(agent.latencies) * 1e3
+    print(f"{summary['episodes']} games: mean score {summary['mean']:.1f} (min {summary['min']:.0f}, "
+          f"max {summary['max']:.0f}); {len(latencies)} GetAction calls, "
+          f"p50 {np.percentile(latencies, 50):.2f} ms, p99 {np.percentile(latencies, 99):.2f} ms")
+    if args.video is not None:
+        print(f"video: {args.video}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""The asyncio dynamic batcher on its own: coalescing, routing, limits, cancellation, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from serving.batcher import Batcher, BatcherClosed, QueueFull
+
+
+def tagged(count: int, first_tag: int) -> np.ndarray:
+    """Stacks whose first pixel is a tag, so each answer can be traced back to its stack."""
+    frames = np.zeros((count, 84, 84, 4), np.uint8)
+    frames[:, 0, 0, 0] = np.arange(first_tag, first_tag + count)
+    return frames
+
+
+class Recorder:
+    """An infer function: Q-values whose row i is (tag_i, 0, 0, 0); records batch sizes."""
+
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s = delay_s
+        self.batches: list[int] = []
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        self.batches.append(len(frames))
+        time.sleep(self.delay_s)
+        q_values = np.zeros((len(frames), 4), np.float32)
+        q_values[:, 0] = frames[:, 0, 0, 0]
+        return q_values
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 30))
+
+
+def test_concurrent_requests_share_forward_passes_and_get_their_own_rows() -> None:
+    infer = Recorder(delay_s=0.01)
+
+    async def scenario():
+        batcher = Batcher(infer, max_batch=16, max_delay_s=0.002)
+        batcher.start()
+        sizes = [1, 2, 3] * 10
+        tags = np.cumsum([0, *sizes[:-1]])
+        results = await asyncio.gather(*(batcher.submit(tagged(n, int(t))) for n, t in zip(sizes, tags, strict=True)))
+        await batcher.stop()
+        return batcher, sizes, tags, results
+
+    batcher, sizes, tags, results = run(scenario())
+    for n, t, q_values in zip(sizes, tags, results, strict=True):
+        np.testing.assert_array_equal(q_values[:, 0], np.arange(t, t + n))
+    assert sum(infer.batches) == sum(sizes) == batcher.stats.stacks
+    assert max(infer.batches) <= 16
+    assert len(infer.batches) < len(sizes) / 2  # coalesced
+    assert batcher.stats.requests == len(sizes) and batcher.stats.batches == len(infer.batches)
+
+
+def test_a_request_larger_than_max_batch_runs_alone() -> None:
+    infer = Recorder()
+
+    async def scenario():
+        batcher = Batcher(infer, max_batch=4, max_delay_s=0.0)
+        batcher.start()
+        big, small = await asyncio.gather(batcher.submit(tagged(10, 0)), batcher.submit(tagged(1, 10)))
+        await batcher.stop()
+        return big, small
+
+    big, small = run(scenario())
+    np.testing.assert_array_equal(big[:, 0], np.arange(10))
+    np.testing.assert_array_equal(small[:, 0], [10])
+    assert infer.batches == [10, 1]
+
+
+def test_single_requests_do_not_wait_for_a_batch() -> None:
+    """Sequential callers (concurrency 1) never pay the batching delay."""
+    infer = Recorder()
+
+    async def scenario():
+        batcher = Batcher(infer, max_batch=64, max_delay_s=0.05)
+        batcher.start()
+        start = time.perf_counter()
+        for i in range(20):
+            await batcher.submit(tagged(1, i))
+        elapsed = time.perf_counter() - start
+        await batcher.stop()
+        return elapsed
+
+    assert run(scenario()) < 20 * 0.05 / 2
+
+
+def test_cancelled_requests_are_dropped_before_the_forward_pass() -> None:
+    infer = Recorder(delay_s=0.2)
+
+    async def scenario():
+        batcher = Batcher(infer, max_batch=1, max_delay_s=0.0)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(tagged(1, 0)))
+        await asyncio.sleep(0.05)  # the first request is in its forward pass
+        doomed = asyncio.ensure_future(batcher.submit(tagged(3, 1)))
+        await asyncio.sleep(0.01)
+        doomed.cancel()
+        await first
+        await batcher.stop()
+        return batcher
+
+    batcher = run(scenario())
+    assert infer.batches == [1]
+    assert batcher.stats.dropped == 1
+
+
+def test_queue_limit_and_stop() -> None:
+    infer = Recorder(delay_s=0.1)
+
+    async def scenario():
+        batcher = Batcher(infer, max_batch=2, max_delay_s=0.0, max_queue_stacks=4)
+        batcher.start()
+        accepted = [asyncio.ensure_future(batcher.submit(tagged(2, 2 * i))) for i in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull):
+            await batcher.submit(tagged(2, 99))  # 4 stacks queued already
+        await batcher.stop()  # finishes the queued requests first
+        assert all(f.done() and not f.cancelled() for f in accepted)
+        with pytest.raises(BatcherClosed):
+            await batcher.submit(tagged(1, 0))
+        return [f.result() for f in accepted]
+
+    results = run(scenario())
+    np.testing.assert_array_equal(np.concatenate(results)[:, 0], [0, 1, 2, 3])
+
+
+def test_a_failing_forward_pass_fails_its_requests_only() -> None:
+    calls = []
+
+    def infer(frames: np.ndarray) -> np.ndarray:
+        calls.append(len(frames))
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return np.zeros((len(frames), 4), np.float32)
+
+    async def scenario():
+        batcher = Batcher(infer, max_batch=8)
+        batcher.start()
+        with pytest.raises(RuntimeError, match="boom"):
+            await batcher.submit(tagged(1, 0))
+        result = await batcher.submit(tagged(2, 0))
+        await batcher.stop()
+        return result
+
+    assert run(scenario()).shape == (2, 4)
+
+
+def test_a_request_that_does_not_fit_opens_the_next_batch_in_order() -> None:
+    infer = Recorder(delay_s=0.05)
+
+    async def scenario():
+        batcher = Batcher(infer, max_batch=4, max_delay_s=0.0)
+        batcher.start()
+        blocker = asyncio.ensure_future(batcher.submit(tagged(1, 100)))
+        await asyncio.sleep(0.01)  # the queue fills while the blocker's forward pass runs
+        sizes, tags = [3, 1, 3, 2, 2], [0, 3, 4, 7, 9]
+        results = await asyncio.gather(*(batcher.submit(tagged(n, t)) for n, t in zip(sizes, tags, strict=True)))
+        await blocker
+        await batcher.stop()
+        return sizes, tags, results
+
+    sizes, tags, results = run(scenario())
+    assert infer.batches == [1, 4, 3, 4]  # [3+1], then 3 (2 more would not fit), then [2+2]
+    for n, t, q_values in zip(sizes, tags, results, strict=True):
+        np.testing.assert_array_equal(q_values[:, 0], np.arange(t, t + n))
+
+
+def test_the_queue_delay_gathers_a_batch_as_large_as_the_last_one() -> None:
+    """Callers arriving a little apart still share a forward pass; the wait is bounded."""
+    infer = Recorder()
+
+    async def scenario():
+        batcher = Batcher(infer, max_batch=8, max_delay_s=0.2)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(tagged(1, i)) for i in range(4)))  # one batch of 4
+
+        async def late(i: int, delay: float):
+            await asyncio.sleep(delay)
+            return await batcher.submit(tagged(1, i))
+
+        start = asyncio.get_running_loop().time()
+        await asyncio.gather(*(late(i, 0.02 * i) for i in range(4)))  # arrive 20 ms apart
+        gathered = asyncio.get_running_loop().time() - start
+        start = asyncio.get_running_loop().time()
+        await batcher.submit(tagged(1, 9))  # alone: waits the full (bounded) delay, then runs
+        alone = asyncio.get_running_loop().time() - start
+        await batcher.stop()
+        return gathered, alone
+
+    gathered, alone = run(scenario())
+    assert infer.batches == [4, 4, 1]
+    assert gathered < 0.2 and 0.15 < alone < 1.0
+

@@ -1,0 +1,57 @@
+"""``breakout-dqn play``: real Breakout games, every action asked of a real server."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from serving_helpers import ServerThread, SlowPolicy, config_for
+
+from breakout_dqn import contract
+from serving import play
+from serving.policy import OnnxPolicy
+
+
+def test_play_finishes_a_game_through_the_server(server: ServerThread, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    requests_before = server.stats.requests
+    video = tmp_path / "game.mp4"
+    assert play.main(["--server", server.target, "--episodes", "1", "--video", str(video)]) == 0
+    out = capsys.readouterr().out
+    assert "serve policy fire-after-life-loss" in out
+    game = re.search(r"game 1: score (\d+) in (\d+) steps, (\d+) frames", out)
+    assert game, out
+    steps = int(game.group(2))
+    assert steps > 0 and int(game.group(3)) >= steps * contract.FRAME_SKIP
+    calls = server.stats.requests - requests_before
+    assert calls >= steps  # every step's action came from the server
+    assert re.search(rf"1 games: mean score {game.group(1)}\.0 .* {calls} GetAction calls", out), out
+    assert video.stat().st_size > 1000
+
+
+def test_play_batches_several_games_in_one_request(server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
+    stacks_before, requests_before = server.stats.stacks, server.stats.requests
+    assert play.main(["--server", server.target, "--episodes", "2", "--num-envs", "2", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert len(re.findall(r"game \d: score \d+", out)) == 2
+    requests = server.stats.requests - requests_before
+    assert server.stats.stacks - stacks_before >= 2 * requests - 2  # two stacks per request (while both play)
+
+
+def test_play_refuses_a_model_with_another_serve_policy(onnx_model_path: Path, policy: OnnxPolicy,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    metadata = {**policy.metadata, contract.META_SERVE_POLICY: "agent-presses-fire"}
+    other = SlowPolicy(policy, delay_s=0.0, metadata=metadata)
+    running = ServerThread(config_for(onnx_model_path), lambda config: other)
+    try:
+        assert play.main(["--server", running.target]) == 2
+        assert "expects serve policy 'agent-presses-fire'" in capsys.readouterr().err
+        assert other.batch_sizes == [1, 8, 1]  # warm-up only: no game was played
+    finally:
+        running.stop()
+
+
+def test_play_reports_an_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
+    assert play.main(["--server", "127.0.0.1:1", "--wait", "0.5"]) == 1
+    assert "breakout-dqn play: error: 127.0.0.1:1: " in capsys.readouterr().err
