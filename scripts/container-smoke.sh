@@ -53,7 +53,7 @@ if ! podman image exists "$BASE"; then
 fi
 
 build() {  # target tag
-  podman build --quiet --network=host --build-arg "BASE_IMAGE=$BASE" \
+  podman build --quiet --format docker --network=host --build-arg "BASE_IMAGE=$BASE" \
     -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
     --target "$1" -t "$2" . >/dev/null
 }
