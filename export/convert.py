@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 from breakout_dqn import __version__, contract
+from serving.policy import file_sha256
+
+__all__ = ["OPSET", "contract_metadata", "file_sha256", "keras_to_onnx"]
 
 OPSET = 17
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def contract_metadata(source_sha256: str, train_steps: int | None = None,

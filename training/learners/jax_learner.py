@@ -8,7 +8,7 @@ import numpy as np
 from keras import ops
 
 from training.config import TrainConfig
-from training.learners.state import assign_arrays
+from training.learners.state import learner_arrays, restore_learner_arrays
 from training.losses import td_loss, td_targets
 from training.replay import Batch
 
@@ -73,16 +73,10 @@ class JaxLearner:
 
     def state(self) -> dict[str, list[np.ndarray]]:
         self.sync_to_model()
-        return {
-            "online": [np.asarray(v) for v in self.online.weights],
-            "target": [np.asarray(v) for v in self.target.weights],
-            "optimizer": [np.asarray(v) for v in self.optimizer.variables],
-        }
+        return learner_arrays(self.online, self.target, self.optimizer)
 
     def load_state(self, state: dict[str, list[np.ndarray]]) -> None:
-        for name, variables in (("online", self.online.weights), ("target", self.target.weights),
-                                ("optimizer", self.optimizer.variables)):
-            assign_arrays(name, variables, state[name])
+        restore_learner_arrays(self.online, self.target, self.optimizer, state)
         self.trainable = [v.value for v in self.online.trainable_variables]
         self.non_trainable = [v.value for v in self.online.non_trainable_variables]
         self.target_trainable = [v.value for v in self.target.trainable_variables]

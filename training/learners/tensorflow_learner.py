@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from training.config import TrainConfig
-from training.learners.state import assign_arrays
+from training.learners.state import learner_arrays, restore_learner_arrays
 from training.losses import td_loss, td_targets
 from training.replay import Batch
 
@@ -56,14 +56,8 @@ class TensorFlowLearner:
         """Weights already live in ``online``'s variables."""
 
     def state(self) -> dict[str, list[np.ndarray]]:
-        return {
-            "online": [np.asarray(v) for v in self.online.weights],
-            "target": [np.asarray(v) for v in self.target.weights],
-            "optimizer": [np.asarray(v) for v in self.optimizer.variables],
-        }
+        return learner_arrays(self.online, self.target, self.optimizer)
 
     def load_state(self, state: dict[str, list[np.ndarray]]) -> None:
-        for name, variables in (("online", self.online.weights), ("target", self.target.weights),
-                                ("optimizer", self.optimizer.variables)):
-            assign_arrays(name, variables, state[name])
+        restore_learner_arrays(self.online, self.target, self.optimizer, state)
 
