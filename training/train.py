@@ -162,30 +162,25 @@ def train(config: TrainConfig) -> dict[str, Any]:
         pending_reset = np.zeros(num_envs, dtype=bool)  # the next step is ALE's autoreset step
         game_scores = np.zeros(num_envs)
         life_rewards = np.zeros(num_envs)
+        greedy: np.ndarray | None = None  # greedy actions for `observations`, when already computed
         while state.step < config.steps and not stop_signal:
             step = state.step
             epsilon = epsilon_at(config, step)
             if step < config.random_steps:
                 actions = rng.integers(0, contract.NUM_ACTIONS, size=num_envs)
             else:
-                greedy = learner.act(contract.channels_last(observations))
+                if greedy is None:
+                    greedy = learner.act(contract.channels_last(observations))
                 explore = rng.random(num_envs) < epsilon
                 actions = np.where(explore, rng.integers(0, contract.NUM_ACTIONS, size=num_envs), greedy)
             actions = atari.fire_after_life_loss(actions, lives, previous_lives).astype(np.int32)
-            env.send(actions)
-
-            # Updates overlap with the env threads stepping the games.
+            due = 0
             if step >= learning_start_step and replay.can_sample():
                 due = (step + num_envs) // config.train_frequency - step // config.train_frequency
-                for index in range(due):
-                    loss, mean_q = learner.update(sampler.next(prefetch_another=index + 1 < due))
-                    losses.append(loss)
-                    mean_qs.append(mean_q)
-                    state.updates += 1
-            if (step + num_envs) // config.target_update > step // config.target_update:
-                learner.sync_target()
+                if due:
+                    sampler.prefetch(due)  # sampled on a worker thread while the games step
 
-            next_observations, rewards, terminated, truncated, info = env.recv()
+            next_observations, rewards, terminated, truncated, info = env.step(actions)
             valid = ~pending_reset
             ended = terminated | truncated
             sampler.settle()
@@ -209,8 +204,19 @@ def train(config: TrainConfig) -> dict[str, Any]:
             previous_lives[starting] = lives[starting]
             observations = next_observations
             state.step += num_envs
-            if state.step >= learning_start_step and replay.can_sample():
-                sampler.prefetch()  # overlaps the next act() call
+
+            # One compiled call runs the updates that fell due, then picks the greedy actions for
+            # the new observations with the updated network (measured: ~10% faster than separate
+            # act/update calls interleaved with the env threads).
+            greedy = None
+            if due:
+                step_losses, step_mean_qs, greedy = learner.update_and_act(
+                    sampler.take(due), contract.channels_last(observations))
+                losses.extend(step_losses)
+                mean_qs.extend(step_mean_qs)
+                state.updates += due
+            if state.step // config.target_update > step // config.target_update:
+                learner.sync_target()
             progress.update(num_envs)
 
             running_reward = float(np.mean(recent_life_rewards)) if recent_life_rewards else 0.0

@@ -82,7 +82,10 @@ online, target = build_q_network(config.dueling), build_q_network(config.dueling
 learner = make_learner(config, online, target)
 learner.sync_target()
 batch = fixed_batch()
-losses = [learner.update(batch)[0] for _ in range(40)]
+losses = [learner.update(batch)[0] for _ in range(38)]
+fused_losses, _, greedy = learner.update_and_act([batch, batch], batch.states[:8])
+losses += fused_losses
+assert greedy.shape == (8,)
 learner.sync_to_model()
 online.save(sys.argv[2])
 np.save(sys.argv[3], np.asarray(online(batch.states[:16])))
@@ -105,3 +108,27 @@ def test_jax_backend_train_step_lowers_the_loss_and_its_model_loads_under_tensor
     assert losses["last"] < 0.5 * losses["first"]
     model = load_q_network(model_path)  # this process runs the TensorFlow backend
     np.testing.assert_allclose(np.asarray(model(fixed_batch().states[:16])), np.load(q_path), atol=1e-5)
+
+
+def test_fused_update_and_act_equals_sequential_updates_then_act() -> None:
+    import keras
+
+    from training.config import resolve
+    from training.learners import make_learner
+    from training.model import build_q_network
+
+    config = resolve({})
+    learners = []
+    for _ in range(2):
+        keras.utils.set_random_seed(7)
+        online, target = build_q_network(config.dueling), build_q_network(config.dueling)
+        learners.append(make_learner(config, online, target))
+    fused, sequential = learners
+    batches = [fixed_batch(seed) for seed in (1, 2)]
+    frames = fixed_batch(3).states[:8]
+    losses, _, greedy = fused.update_and_act(batches, frames)
+    expected_losses = [sequential.update(batch)[0] for batch in batches]
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
+    for got, want in zip(fused.state()["online"], sequential.state()["online"], strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_array_equal(greedy, sequential.act(frames))

@@ -1,7 +1,8 @@
 """The compiled gradient step behind a small seam: one learner per Keras backend.
 
 A learner owns the online and target networks and the optimizer, and offers
-``update(batch) -> (loss, mean_q)``, ``act(frames) -> greedy actions``, ``sync_target()``,
+``update(batch) -> (loss, mean_q)``, ``act(frames) -> greedy actions``, ``update_and_act(batches,
+frames)`` (the training loop's one compiled call per vector step), ``sync_target()``,
 ``state() / load_state(state)`` (numpy arrays for checkpoints) and ``sync_to_model()``
 (writes its weights into ``online`` for saving). The math is shared: ``training.losses``.
 """

@@ -49,13 +49,31 @@ class JaxLearner:
             q_values, _ = online.stateless_call(trainable, non_trainable, frames)
             return jnp.argmax(q_values, axis=1).astype(jnp.int32)
 
-        self._train_step, self._act = train_step, act
+        @jax.jit
+        def update_and_act(trainable, optimizer_state, non_trainable, target_trainable, batches, frames):
+            losses, mean_qs = [], []
+            for batch in batches:  # unrolled at trace time
+                trainable, optimizer_state, loss, mean_q = train_step(
+                    trainable, optimizer_state, non_trainable, target_trainable, batch)
+                losses.append(loss)
+                mean_qs.append(mean_q)
+            greedy = act(trainable, non_trainable, frames)
+            return trainable, optimizer_state, jnp.stack(losses), jnp.stack(mean_qs), greedy
+
+        self._train_step, self._act, self._update_and_act = train_step, act, update_and_act
 
     def update(self, batch: Batch) -> tuple[float, float]:
         self.trainable, self.optimizer_state, loss, mean_q = self._train_step(
             self.trainable, self.optimizer_state, self.non_trainable, self.target_trainable, tuple(batch)
         )
         return float(loss), float(mean_q)
+
+    def update_and_act(self, batches: list[Batch], frames: np.ndarray) -> tuple[list[float], list[float], np.ndarray]:
+        """Run one update per batch in order, then return greedy actions for ``frames``: one call."""
+        self.trainable, self.optimizer_state, losses, mean_qs, greedy = self._update_and_act(
+            self.trainable, self.optimizer_state, self.non_trainable, self.target_trainable,
+            tuple(tuple(batch) for batch in batches), frames)
+        return np.asarray(losses).tolist(), np.asarray(mean_qs).tolist(), np.asarray(greedy)
 
     def act(self, frames: np.ndarray) -> np.ndarray:
         return np.asarray(self._act(self.trainable, self.non_trainable, frames))

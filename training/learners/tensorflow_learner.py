@@ -19,8 +19,7 @@ class TensorFlowLearner:
         optimizer.build(online.trainable_variables)
         double, terminal_target = config.double_dqn, config.terminal_target
 
-        @tf.function(jit_compile=True, reduce_retracing=True)
-        def train_step(states, actions, returns, discounts, dones, next_states):
+        def one_update(states, actions, returns, discounts, dones, next_states):
             next_q_target = target(next_states, training=False)
             next_q_online = online(next_states, training=False) if double else None
             targets = td_targets(returns, discounts, dones, next_q_target, next_q_online, terminal_target)
@@ -32,6 +31,18 @@ class TensorFlowLearner:
             return loss, tf.reduce_mean(taken)
 
         @tf.function(jit_compile=True, reduce_retracing=True)
+        def train_step(states, actions, returns, discounts, dones, next_states):
+            return one_update(states, actions, returns, discounts, dones, next_states)
+
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def update_and_act(batches, frames):
+            # Unrolled at trace time; automatic control dependencies order each update's reads
+            # after the previous one's writes, and the act after the last update.
+            results = [one_update(*batch) for batch in batches]
+            greedy = tf.argmax(online(frames, training=False), axis=1, output_type=tf.int32)
+            return tf.stack([r[0] for r in results]), tf.stack([r[1] for r in results]), greedy
+
+        @tf.function(jit_compile=True, reduce_retracing=True)
         def act(frames):
             return tf.argmax(online(frames, training=False), axis=1, output_type=tf.int32)
 
@@ -41,10 +52,16 @@ class TensorFlowLearner:
                 target_weight.assign(online_weight)
 
         self._train_step, self._act, self._sync_target = train_step, act, sync_target
+        self._update_and_act = update_and_act
 
     def update(self, batch: Batch) -> tuple[float, float]:
         loss, mean_q = self._train_step(*batch)
         return float(loss), float(mean_q)
+
+    def update_and_act(self, batches: list[Batch], frames: np.ndarray) -> tuple[list[float], list[float], np.ndarray]:
+        """Run one update per batch in order, then return greedy actions for ``frames``: one call."""
+        losses, mean_qs, greedy = self._update_and_act(tuple(tuple(batch) for batch in batches), frames)
+        return losses.numpy().tolist(), mean_qs.numpy().tolist(), greedy.numpy()
 
     def act(self, frames: np.ndarray) -> np.ndarray:
         return self._act(frames).numpy()
