@@ -1,8 +1,9 @@
 """The DQN training loop: collect with the vector env, learn from replay, checkpoint, evaluate.
 
-One iteration = one vector step = ``num_envs`` agent steps. The env steps in ale-py's C++
-threads (``send``) while the learner runs the updates that fall due, then the transitions are
-stored (``recv``). Everything a user sees lands in ``--out`` (see ``run_layout``).
+One iteration = one vector step = ``num_envs`` agent steps: the games step in ale-py's C++
+threads while a worker thread samples the batches of the updates that fall due; the transitions
+are stored; then one compiled call runs those updates and returns the greedy actions for the new
+observations. Everything a user sees lands in ``--out`` (see ``run_layout``).
 """
 
 from __future__ import annotations
