@@ -28,7 +28,6 @@ trap 'kill -TERM $server 2>/dev/null || true' EXIT
 breakout-dqn play --server "127.0.0.1:$PORT" --episodes 1 --video "$OUT/shipped-agent.mp4"
 kill -TERM "$server" && wait "$server" || true
 trap - EXIT
-echo "   video: $OUT/shipped-agent.mp4"
 
 echo "== 2/3 train $STEPS agent steps (default preset) into $OUT/run"
 breakout-dqn train --out "$OUT/run" --steps "$STEPS" --learning-starts 5000 --random-steps 5000 \
