@@ -24,7 +24,8 @@ COPY training ./training
 COPY export ./export
 COPY serving ./serving
 COPY models ./models
-ENV BREAKOUT_DQN_MODEL=/opt/breakout-dqn/models/breakout-dqn.onnx
+ENV BREAKOUT_DQN_MODEL=/opt/breakout-dqn/models/breakout-dqn.onnx \
+    BREAKOUT_DQN_HEALTH_TARGET=127.0.0.1:50051
 
 # Slim serving image: numpy, onnxruntime, grpcio (+ health, reflection), protobuf. No TensorFlow.
 FROM base AS serve
@@ -33,7 +34,7 @@ USER dqn
 VOLUME ["/models"]
 EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-m", "serving.healthcheck", "--target", "127.0.0.1:50051"]
+    CMD ["python", "-m", "serving.healthcheck"]
 ENTRYPOINT ["breakout-dqn"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "50051"]
 

@@ -82,6 +82,7 @@ run localhost/breakout-dqn:smoke verify /models/model.onnx
 step "serve: slim image on 127.0.0.1:$PORT"
 podman rm -f breakout-dqn-smoke >/dev/null 2>&1 || true
 podman run -d --name breakout-dqn-smoke --network=host -v "$MODELS:/models:ro" \
+  -e "BREAKOUT_DQN_HEALTH_TARGET=127.0.0.1:$PORT" \
   localhost/breakout-dqn-serve:smoke serve --host 0.0.0.0 --port "$PORT" --model /models/model.onnx >/dev/null
 cleanup() { [ "$KEEP" = "--keep" ] || podman rm -f breakout-dqn-smoke >/dev/null 2>&1 || true; }
 trap cleanup EXIT
@@ -90,6 +91,9 @@ for _ in $(seq 60); do
   sleep 1
 done
 podman exec breakout-dqn-smoke python -m serving.healthcheck --target "127.0.0.1:$PORT"
+# The image's own HEALTHCHECK, run once by hand (no systemd here to schedule it).
+if ! podman healthcheck run breakout-dqn-smoke 2>/dev/null; then echo "image HEALTHCHECK failed"; exit 1; fi
+echo "image HEALTHCHECK: healthy"
 step "play: one game through gRPC from the train image"
 run localhost/breakout-dqn:smoke play --server "127.0.0.1:$PORT" --episodes 1
 step "done: container smoke passed"

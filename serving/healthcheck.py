@@ -7,12 +7,16 @@ cheap to run every few seconds). Exit 1 with the status or the error on one line
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 SERVICE_NAME = "breakout.v1.AgentService"
+
+
+TARGET_ENV = "BREAKOUT_DQN_HEALTH_TARGET"  # lets a container HEALTHCHECK follow a non-default --port
 
 
 def check(target: str, service: str = SERVICE_NAME, timeout: float = 3.0) -> str:
@@ -26,7 +30,8 @@ def check(target: str, service: str = SERVICE_NAME, timeout: float = 3.0) -> str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.healthcheck", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
+    parser.add_argument("--target", default=os.environ.get(TARGET_ENV, "127.0.0.1:50051"),
+                        help=f"HOST:PORT (default: ${TARGET_ENV}, else %(default)s)")
     parser.add_argument("--service", default=SERVICE_NAME, help="'' for the whole server (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default %(default)s)")
     args = parser.parse_args(argv)
