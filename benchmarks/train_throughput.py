@@ -76,7 +76,6 @@ def keras_example_steps_per_second(steps: int) -> float:
     import gymnasium as gym
     import numpy as np
     import tensorflow as tf
-    from ale_py import AtariEnv  # noqa: F401
     from tensorflow import keras
     from tensorflow.keras import layers
 

@@ -207,8 +207,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             state.step += num_envs
 
             # One compiled call runs the updates that fell due, then picks the greedy actions for
-            # the new observations with the updated network (measured: ~10% faster than separate
-            # act/update calls interleaved with the env threads).
+            # the new observations with the updated network (measured in the loop: 75.7 vs 82.1 ms
+            # per vector step against separate act/update calls overlapped with the env threads;
+            # the end-to-end benchmark moved less, 103 vs 101 steps/s).
             greedy = None
             if due:
                 step_losses, step_mean_qs, greedy = learner.update_and_act(
