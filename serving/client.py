@@ -5,13 +5,17 @@
         actions = agent.get_action(frames)           # uint8 [N,84,84,4] or [84,84,4] -> int32 [N]
         actions, q = agent.get_q_values(frames)      # also float32 [N,4]
         info = agent.model_info()                    # GetModelInfoResponse
+        with agent.stream() as session:              # StreamActions: one stream for a game
+            action = session.get_action(frames)      # same calls, several times cheaper per action
 
 Errors are ``grpc.RpcError`` with the server's status code (see protos/breakout/v1/agent.proto).
 """
 
 from __future__ import annotations
 
+import queue
 import time
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -64,6 +68,10 @@ class AgentClient:
         self.model_version = response.model_version
         return response
 
+    def stream(self, timeout: float | None = None) -> ActionStream:
+        """A StreamActions session (``timeout``: seconds for the whole stream, default none)."""
+        return ActionStream(self._stub, timeout)
+
     def model_info(self) -> agent_pb2.GetModelInfoResponse:
         """The served model's contract: action meanings, preprocessing, serve policy, metadata."""
         return self._stub.GetModelInfo(agent_pb2.GetModelInfoRequest(), timeout=self.timeout)
@@ -95,3 +103,58 @@ class AgentClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ActionStream:
+    """One StreamActions stream: ``get_action`` / ``get_q_values`` send a request and wait for its answer.
+
+    A failed request ends the stream (the server's status arrives as ``grpc.RpcError``); open a
+    new one to go on. Not thread-safe: one caller at a time, like a game loop.
+    """
+
+    _END = object()
+
+    def __init__(self, stub: agent_pb2_grpc.AgentServiceStub, timeout: float | None):
+        self._requests: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._responses: Iterator[agent_pb2.GetActionResponse] = stub.StreamActions(
+            iter(self._requests.get, self._END), timeout=timeout
+        )
+        self.model_version = ""
+
+    def get_action(self, frames: np.ndarray) -> np.ndarray:
+        """Greedy actions ``int32 [N]`` for uint8 stacks ``[N,84,84,4]`` (or one ``[84,84,4]``)."""
+        return np.asarray(self._call(frames, return_q_values=False).actions, dtype=np.int32)
+
+    def get_q_values(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy actions ``int32 [N]`` and Q-values ``float32 [N,4]``."""
+        response = self._call(frames, return_q_values=True)
+        q_values = np.asarray(response.q_values, dtype=np.float32).reshape(-1, contract.NUM_ACTIONS)
+        return np.asarray(response.actions, dtype=np.int32), q_values
+
+    def _call(self, frames: np.ndarray, return_q_values: bool) -> agent_pb2.GetActionResponse:
+        request = agent_pb2.GetActionRequest(frames=contract.frames_to_bytes(frames), return_q_values=return_q_values)
+        self._requests.put(request)
+        try:
+            response = next(self._responses)
+        except StopIteration:
+            raise RuntimeError("the server closed the stream without an answer") from None
+        self.model_version = response.model_version
+        return response
+
+    def close(self) -> None:
+        """Half-close the stream (the server finishes it) and wait for its end."""
+        self._requests.put(self._END)
+        for _ in self._responses:  # drains nothing in lockstep use; raises the stream's error if any
+            pass
+
+    def cancel(self) -> None:
+        self._responses.cancel()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> ActionStream:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.cancel()

@@ -1,7 +1,8 @@
 """``breakout-dqn play --server HOST:PORT``: play real Breakout, every action from the server.
 
 The games run locally (ale-py, the contract's preprocessing: the frames the model was trained
-on); each agent step sends the frame stacks of all games in one GetAction request. The client
+on); each agent step sends the frame stacks of all games in one GetAction request (or, with
+``--stream``, one request on a StreamActions stream held for the whole session). The client
 serves the ball itself the way training did (FIRE at reset and after every lost life: the
 ``fire-after-life-loss`` serve policy the model's metadata declares), so a greedy agent that
 never learned to press FIRE does not stall. Prints the score of each game as it ends.
@@ -18,7 +19,7 @@ import grpc
 import numpy as np
 
 from breakout_dqn import atari, contract
-from serving.client import AgentClient
+from serving.client import ActionStream, AgentClient
 
 PROG = "breakout-dqn play"
 
@@ -37,9 +38,9 @@ def check_model_info(info) -> None:  # info: agent_pb2.GetModelInfoResponse
 
 
 class ServerAgent:
-    """``act(frames) -> actions`` through GetAction, timing every call."""
+    """``act(frames) -> actions`` through GetAction (or a StreamActions session), timing every call."""
 
-    def __init__(self, client: AgentClient):
+    def __init__(self, client: AgentClient | ActionStream):
         self.client = client
         self.latencies: list[float] = []
 
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed for the no-op starts")
     parser.add_argument("--max-frames", type=int, default=atari.NATURE_MAX_FRAMES, help="frame cap per game")
     parser.add_argument("--video", type=Path, default=None, help="record the first game (.mp4 or .gif)")
+    parser.add_argument("--stream", action="store_true",
+                        help="ask for actions on one StreamActions stream instead of a GetAction call per step")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per GetAction call")
     parser.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the server to be SERVING")
     return parser
@@ -83,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server {args.server}: model {info.model_version}, actions {','.join(info.action_meanings)}, "
               f"serve policy {info.serve_policy} (this client presses FIRE at reset and after every lost life)",
               flush=True)
-        agent = ServerAgent(client)
+        session = client.stream() if args.stream else None
+        agent = ServerAgent(session or client)
+        rpc = "StreamActions requests" if args.stream else "GetAction calls"
         count = 0
 
         def on_game(result: atari.GameResult) -> None:
@@ -98,12 +103,16 @@ def main(argv: list[str] | None = None) -> int:
                                        max_frames_per_episode=args.max_frames, video_path=args.video,
                                        on_game=on_game)
         except grpc.RpcError as error:
-            print(f"{PROG}: error: GetAction failed: {error.code().name}: {error.details()}", file=sys.stderr)
+            method = "StreamActions" if args.stream else "GetAction"
+            print(f"{PROG}: error: {method} failed: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1
+        finally:
+            if session is not None:
+                session.cancel()
     summary = atari.summarize(results)
     latencies = np.asarray(agent.latencies) * 1e3
     print(f"{summary['episodes']} games: mean score {summary['mean']:.1f} (min {summary['min']:.0f}, "
-          f"max {summary['max']:.0f}); {len(latencies)} GetAction calls, "
+          f"max {summary['max']:.0f}); {len(latencies)} {rpc}, "
           f"p50 {np.percentile(latencies, 50):.2f} ms, p99 {np.percentile(latencies, 99):.2f} ms")
     if args.video is not None:
         print(f"video: {args.video}")

@@ -51,6 +51,7 @@ class ServerConfig:
     port: int = 50051
     max_batch: int = 64  # stacks per forward pass
     max_delay_ms: float = 2.0  # longest a batch waits for more requests (never at concurrency 1)
+    inline_gap_ms: float | None = 0.2  # the sequential-caller fast path (serving/batcher.py); None: off
     max_concurrent: int = 256
     max_stacks_per_request: int = 256
     intra_op_threads: int | None = None
@@ -78,6 +79,7 @@ class AgentServer:
             ServiceLimits(config.max_concurrent, config.max_stacks_per_request),
             max_batch=config.max_batch,
             max_delay_s=config.max_delay_ms / 1000,
+            inline_gap_s=None if config.inline_gap_ms is None else config.inline_gap_ms / 1000,
         )
         self.health = health.aio.HealthServicer()
         self.port = 0
@@ -136,15 +138,17 @@ class AgentServer:
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, refuse new calls, finish in-flight ones (up to ``grace_s``), close.
 
-        Long-lived calls (health Watch streams) are cut once the GetAction calls are done,
-        so an open watcher does not hold the shutdown for the whole grace period.
+        Long-lived calls (health Watch streams, StreamActions streams waiting for their next
+        request) are cut once the requests being answered are done, so an open stream does not
+        hold the shutdown for the whole grace period; a stream whose request arrives while the
+        server drains gets UNAVAILABLE.
         """
         grace = self.config.grace_s if grace_s is None else grace_s
         await self.health.enter_graceful_shutdown()
         self.servicer.draining = True
         idle = await self.servicer.wait_idle(grace)
         if not idle:
-            log.warning("grace period over with %d GetAction calls in flight", self.servicer.in_flight)
+            log.warning("grace period over with %d requests being answered", self.servicer.in_flight)
         if self._server is not None:
             await self._server.stop(0 if idle else None)
         await self.servicer.close()
@@ -203,8 +207,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-delay-ms", type=float, default=2.0,
                         help="longest a batch waits to grow as large as the previous one; sequential "
                         "callers never wait (default %(default)s)")
+    parser.add_argument("--inline-gap-ms", type=float, default=0.2,
+                        help="a request of at most 4 stacks that finds the server idle this long after its "
+                        "last forward pass runs on the event loop, skipping two thread hand-offs (the "
+                        "sequential game client's fast path); negative turns it off (default %(default)s)")
     parser.add_argument("--max-concurrent", type=int, default=256,
-                        help="GetAction calls in flight before RESOURCE_EXHAUSTED (default %(default)s)")
+                        help="GetAction calls plus open StreamActions streams before RESOURCE_EXHAUSTED "
+                        "(default %(default)s)")
     parser.add_argument("--max-stacks-per-request", type=int, default=256,
                         help="also sets the max message size (default %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
@@ -230,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     config = ServerConfig(
         model=model, host=args.host, port=args.port, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+        inline_gap_ms=None if args.inline_gap_ms < 0 else args.inline_gap_ms,
         max_concurrent=args.max_concurrent, max_stacks_per_request=args.max_stacks_per_request,
         intra_op_threads=args.threads, grace_s=args.grace,
     )

@@ -1,5 +1,8 @@
 """The ``breakout.v1.AgentService`` servicer (grpc.aio): requests -> batcher -> responses.
 
+GetAction answers one request per call; StreamActions answers each request of a long-lived
+stream in order (the same batcher, so stream messages and unary calls batch together).
+
 Every failure becomes a gRPC status in one place, ``_status_for``:
 INVALID_ARGUMENT (malformed frames), RESOURCE_EXHAUSTED (too many requests in flight, too
 many stacks), UNAVAILABLE (model loading, server draining), DEADLINE_EXCEEDED (deadline
@@ -45,7 +48,7 @@ class TooManyRequests(RuntimeError):
 
 @dataclasses.dataclass
 class ServiceLimits:
-    max_concurrent: int = 256  # GetAction calls in flight; RESOURCE_EXHAUSTED past it
+    max_concurrent: int = 256  # GetAction calls + open StreamActions streams; RESOURCE_EXHAUSTED past it
     max_stacks_per_request: int = 256  # also sets the server's max message size
 
 
@@ -71,15 +74,18 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         *,
         max_batch: int = 64,
         max_delay_s: float = 0.002,
+        inline_gap_s: float | None = 0.0002,
     ):
         self.limits = limits or ServiceLimits()
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
+        self.inline_gap_s = inline_gap_s
         self.policy: Policy | None = None
         self.batcher: Batcher | None = None
         self.draining = False
         self.version = ""
-        self.in_flight = 0
+        self.in_flight = 0  # GetAction calls and stream messages being answered
+        self.streams = 0  # open StreamActions streams
         self.rejected = 0  # RESOURCE_EXHAUSTED answers
         self._info: agent_pb2.GetModelInfoResponse | None = None
 
@@ -93,6 +99,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             max_batch=self.max_batch,
             max_delay_s=self.max_delay_s,
             max_queue_stacks=self.limits.max_concurrent * self.limits.max_stacks_per_request,
+            inline_gap_s=self.inline_gap_s,
         )
         self.batcher.start()
 
@@ -111,14 +118,47 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return not self.in_flight
 
     async def GetAction(self, request: agent_pb2.GetActionRequest, context: grpc.aio.ServicerContext) -> Any:
-        if self.in_flight >= self.limits.max_concurrent:
+        await self._admit(context)
+        self.in_flight += 1
+        try:
+            return await self._answer(request, context)
+        finally:
+            self.in_flight -= 1
+
+    async def StreamActions(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._admit(context)
+        self.streams += 1
+        try:
+            index = 0
+            async for request in request_iterator:
+                self.in_flight += 1
+                try:
+                    response = await self._answer(request, context, f"request {index} of the stream: ")
+                finally:
+                    self.in_flight -= 1
+                yield response
+                index += 1
+                if self.draining:
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE, "the server is draining; reopen the stream on another replica"
+                    )
+        finally:
+            self.streams -= 1
+
+    async def _admit(self, context: grpc.aio.ServicerContext) -> None:
+        """RESOURCE_EXHAUSTED past the limit on GetAction calls plus open streams."""
+        calls = self.in_flight + self.streams
+        if calls >= self.limits.max_concurrent:
             self.rejected += 1
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"server busy: {self.in_flight} GetAction calls in flight (limit {self.limits.max_concurrent}); "
-                "retry with backoff",
+                f"server busy: {calls} calls in flight (limit {self.limits.max_concurrent}); retry with backoff",
             )
-        self.in_flight += 1
+
+    async def _answer(
+        self, request: agent_pb2.GetActionRequest, context: grpc.aio.ServicerContext, where: str = ""
+    ) -> agent_pb2.GetActionResponse:
+        """The response, or the call aborted with the status ``_status_for`` gives the failure."""
         try:
             return await self._get_action(request, context)
         except asyncio.CancelledError:
@@ -129,9 +169,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 self.rejected += 1
             elif code == grpc.StatusCode.INTERNAL:
                 log.exception("GetAction failed")
-            await context.abort(code, message)
-        finally:
-            self.in_flight -= 1
+            await context.abort(code, where + message)
+            raise  # unreachable: abort raises
 
     async def _get_action(
         self, request: agent_pb2.GetActionRequest, context: grpc.aio.ServicerContext

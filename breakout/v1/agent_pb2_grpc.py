@@ -40,6 +40,11 @@ class AgentServiceStub:
                 request_serializer=breakout_dot_v1_dot_agent__pb2.GetActionRequest.SerializeToString,
                 response_deserializer=breakout_dot_v1_dot_agent__pb2.GetActionResponse.FromString,
                 _registered_method=True)
+        self.StreamActions = channel.stream_stream(
+                '/breakout.v1.AgentService/StreamActions',
+                request_serializer=breakout_dot_v1_dot_agent__pb2.GetActionRequest.SerializeToString,
+                response_deserializer=breakout_dot_v1_dot_agent__pb2.GetActionResponse.FromString,
+                _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/breakout.v1.AgentService/GetModelInfo',
                 request_serializer=breakout_dot_v1_dot_agent__pb2.GetModelInfoRequest.SerializeToString,
@@ -58,6 +63,17 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamActions(self, request_iterator, context):
+        """The same for a game session on one long-lived stream: one response per request, in order.
+        It saves the per-call cost of a unary RPC (several times more actions/s per core for
+        clients that act every frame). A stream counts as one call against the server's
+        concurrency limit; its deadline covers the whole stream; when the server drains, open
+        streams end with UNAVAILABLE after the request in progress is answered (reconnect).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetModelInfo(self, request, context):
         """The served model's contract and metadata.
         """
@@ -70,6 +86,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetAction': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAction,
+                    request_deserializer=breakout_dot_v1_dot_agent__pb2.GetActionRequest.FromString,
+                    response_serializer=breakout_dot_v1_dot_agent__pb2.GetActionResponse.SerializeToString,
+            ),
+            'StreamActions': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamActions,
                     request_deserializer=breakout_dot_v1_dot_agent__pb2.GetActionRequest.FromString,
                     response_serializer=breakout_dot_v1_dot_agent__pb2.GetActionResponse.SerializeToString,
             ),
@@ -105,6 +126,33 @@ class AgentService:
             request,
             target,
             '/breakout.v1.AgentService/GetAction',
+            breakout_dot_v1_dot_agent__pb2.GetActionRequest.SerializeToString,
+            breakout_dot_v1_dot_agent__pb2.GetActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamActions(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/breakout.v1.AgentService/StreamActions',
             breakout_dot_v1_dot_agent__pb2.GetActionRequest.SerializeToString,
             breakout_dot_v1_dot_agent__pb2.GetActionResponse.FromString,
             options,

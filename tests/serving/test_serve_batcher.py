@@ -1,8 +1,12 @@
-"""The asyncio dynamic batcher on its own: coalescing, routing, limits, cancellation, stop."""
+"""The asyncio dynamic batcher on its own: coalescing, routing, limits, cancellation, stop, the inline fast path.
+
+The worker tests turn the fast path off (``inline_gap_s=None``) so that every request goes through the queue.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -41,7 +45,7 @@ def test_concurrent_requests_share_forward_passes_and_get_their_own_rows() -> No
     infer = Recorder(delay_s=0.01)
 
     async def scenario():
-        batcher = Batcher(infer, max_batch=16, max_delay_s=0.002)
+        batcher = Batcher(infer, inline_gap_s=None, max_batch=16, max_delay_s=0.002)
         batcher.start()
         sizes = [1, 2, 3] * 10
         tags = np.cumsum([0, *sizes[:-1]])
@@ -62,7 +66,7 @@ def test_a_request_larger_than_max_batch_runs_alone() -> None:
     infer = Recorder()
 
     async def scenario():
-        batcher = Batcher(infer, max_batch=4, max_delay_s=0.0)
+        batcher = Batcher(infer, inline_gap_s=None, max_batch=4, max_delay_s=0.0)
         batcher.start()
         big, small = await asyncio.gather(batcher.submit(tagged(10, 0)), batcher.submit(tagged(1, 10)))
         await batcher.stop()
@@ -79,7 +83,7 @@ def test_single_requests_do_not_wait_for_a_batch() -> None:
     infer = Recorder()
 
     async def scenario():
-        batcher = Batcher(infer, max_batch=64, max_delay_s=0.05)
+        batcher = Batcher(infer, inline_gap_s=None, max_batch=64, max_delay_s=0.05)
         batcher.start()
         start = time.perf_counter()
         for i in range(20):
@@ -95,7 +99,7 @@ def test_cancelled_requests_are_dropped_before_the_forward_pass() -> None:
     infer = Recorder(delay_s=0.2)
 
     async def scenario():
-        batcher = Batcher(infer, max_batch=1, max_delay_s=0.0)
+        batcher = Batcher(infer, inline_gap_s=None, max_batch=1, max_delay_s=0.0)
         batcher.start()
         first = asyncio.ensure_future(batcher.submit(tagged(1, 0)))
         await asyncio.sleep(0.05)  # the first request is in its forward pass
@@ -115,7 +119,7 @@ def test_queue_limit_and_stop() -> None:
     infer = Recorder(delay_s=0.1)
 
     async def scenario():
-        batcher = Batcher(infer, max_batch=2, max_delay_s=0.0, max_queue_stacks=4)
+        batcher = Batcher(infer, inline_gap_s=None, max_batch=2, max_delay_s=0.0, max_queue_stacks=4)
         batcher.start()
         accepted = [asyncio.ensure_future(batcher.submit(tagged(2, 2 * i))) for i in range(2)]
         await asyncio.sleep(0)
@@ -141,7 +145,7 @@ def test_a_failing_forward_pass_fails_its_requests_only() -> None:
         return np.zeros((len(frames), 4), np.float32)
 
     async def scenario():
-        batcher = Batcher(infer, max_batch=8)
+        batcher = Batcher(infer, max_batch=8)  # fast path on: the first pass runs inline
         batcher.start()
         with pytest.raises(RuntimeError, match="boom"):
             await batcher.submit(tagged(1, 0))
@@ -156,7 +160,7 @@ def test_a_request_that_does_not_fit_opens_the_next_batch_in_order() -> None:
     infer = Recorder(delay_s=0.05)
 
     async def scenario():
-        batcher = Batcher(infer, max_batch=4, max_delay_s=0.0)
+        batcher = Batcher(infer, inline_gap_s=None, max_batch=4, max_delay_s=0.0)
         batcher.start()
         blocker = asyncio.ensure_future(batcher.submit(tagged(1, 100)))
         await asyncio.sleep(0.01)  # the queue fills while the blocker's forward pass runs
@@ -177,7 +181,7 @@ def test_the_queue_delay_gathers_a_batch_as_large_as_the_last_one() -> None:
     infer = Recorder()
 
     async def scenario():
-        batcher = Batcher(infer, max_batch=8, max_delay_s=0.2)
+        batcher = Batcher(infer, inline_gap_s=None, max_batch=8, max_delay_s=0.2)
         batcher.start()
         await asyncio.gather(*(batcher.submit(tagged(1, i)) for i in range(4)))  # one batch of 4
 
@@ -198,3 +202,56 @@ def test_the_queue_delay_gathers_a_batch_as_large_as_the_last_one() -> None:
     assert infer.batches == [4, 4, 1]
     assert gathered < 0.2 and 0.15 < alone < 1.0
 
+
+
+def test_a_sequential_caller_runs_its_passes_on_the_event_loop() -> None:
+    """Nothing queued, nothing running, the last pass long done: no worker, no thread hand-off."""
+    threads: list[int] = []
+    recorder = Recorder()
+
+    def infer(frames: np.ndarray) -> np.ndarray:
+        threads.append(threading.get_ident())
+        return recorder(frames)
+
+    async def scenario():
+        batcher = Batcher(infer, max_batch=8, inline_gap_s=0.001)
+        batcher.start()
+        results = []
+        for i in range(5):
+            results.append(await batcher.submit(tagged(2, 10 * i)))
+            await asyncio.sleep(0.01)  # the caller's turnaround: longer than the gap
+        await batcher.stop()
+        return batcher, results, threading.get_ident()
+
+    batcher, results, loop_thread = run(scenario())
+    assert threads == [loop_thread] * 5
+    assert batcher.stats.inline == 5 and batcher.stats.batches == 5 and batcher.stats.stacks == 10
+    for i, q_values in enumerate(results):
+        np.testing.assert_array_equal(q_values[:, 0], [10 * i, 10 * i + 1])
+
+
+def test_requests_arriving_right_after_a_pass_are_batched_by_the_worker() -> None:
+    """Under load the fast path steps aside: arrivals within the gap queue up and share a pass."""
+    threads: list[int] = []
+    recorder = Recorder()
+
+    def infer(frames: np.ndarray) -> np.ndarray:
+        threads.append(threading.get_ident())
+        return recorder(frames)
+
+    async def scenario():
+        batcher = Batcher(infer, max_batch=8, max_delay_s=0.0, inline_gap_s=0.5)
+        batcher.start()
+        await batcher.submit(tagged(1, 0))  # idle since forever: inline
+        burst = await asyncio.gather(*(batcher.submit(tagged(1, i)) for i in range(1, 6)))
+        await asyncio.sleep(0.6)
+        await batcher.submit(tagged(1, 9))  # the gap has passed: inline again
+        await batcher.stop()
+        return batcher, burst, threading.get_ident()
+
+    batcher, burst, loop_thread = run(scenario())
+    assert recorder.batches == [1, 5, 1]
+    assert threads[0] == threads[2] == loop_thread and threads[1] != loop_thread
+    assert batcher.stats.inline == 2
+    for i, q_values in enumerate(burst, start=1):
+        assert q_values[0, 0] == i

@@ -37,7 +37,8 @@ class Slow:
         time.sleep(0.3)
         return self.policy.q_values(frames)
 
-config = ServerConfig(model=sys.argv[1], port=0, max_batch=1, grace_s=10)
+# inline_gap_ms=None: a 0.3 s pass run on the event loop would block the server, not hold calls in flight
+config = ServerConfig(model=sys.argv[1], port=0, max_batch=1, grace_s=10, inline_gap_ms=None)
 sys.exit(asyncio.run(serve(config, load=lambda c: Slow(load_policy(c)))))
 """
 
@@ -78,6 +79,9 @@ def test_sigterm_drains_in_flight_calls(onnx_model_path: Path) -> None:
         watcher = threading.Thread(target=follow, daemon=True)
         watcher.start()
 
+        session = AgentClient(server.target, timeout=30).stream()  # a game's stream, idle at SIGTERM
+        assert session.get_action(np.zeros((1, 84, 84, 4), np.uint8)).shape == (1,)
+
         stub = agent_pb2_grpc.AgentServiceStub(channel)
         request = agent_pb2.GetActionRequest(frames=bytes(2 * contract.STACK_BYTES))
         in_flight = [stub.GetAction.future(request, timeout=30) for _ in range(4)]  # 4 x 0.3 s, one at a time
@@ -93,11 +97,14 @@ def test_sigterm_drains_in_flight_calls(onnx_model_path: Path) -> None:
             assert len(call.result().actions) == 2
         stopping = time.monotonic()
         assert server.wait(30) == 0, server.stderr
-        assert time.monotonic() - stopping < 5  # the open Watch stream does not hold the 10 s grace
+        assert time.monotonic() - stopping < 5  # the open Watch and StreamActions streams do not hold the 10 s grace
+        with pytest.raises(grpc.RpcError) as caught:  # the stream ended with the server: the client can tell
+            session.get_action(np.zeros((1, 84, 84, 4), np.uint8))
+        assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
         watcher.join(timeout=10)
         assert statuses[:1] == [health_pb2.HealthCheckResponse.SERVING]
         assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses  # announced before draining
-        assert "stopped after BatchStats(requests=4" in server.stderr
+        assert "stopped after BatchStats(requests=5" in server.stderr  # 4 calls + 1 stream request
     finally:
         server.kill()
 

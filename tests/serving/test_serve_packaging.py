@@ -41,4 +41,8 @@ def test_generated_code_matches_the_proto() -> None:
     from breakout.v1 import agent_pb2
 
     assert agent_pb2.DESCRIPTOR.package == "breakout.v1"
-    assert set(agent_pb2.DESCRIPTOR.services_by_name["AgentService"].methods_by_name) == {"GetAction", "GetModelInfo"}
+    assert set(agent_pb2.DESCRIPTOR.services_by_name["AgentService"].methods_by_name) == {
+        "GetAction",
+        "StreamActions",
+        "GetModelInfo",
+    }

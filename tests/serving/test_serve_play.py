@@ -55,3 +55,15 @@ def test_play_refuses_a_model_with_another_serve_policy(onnx_model_path: Path, p
 def test_play_reports_an_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert play.main(["--server", "127.0.0.1:1", "--wait", "0.5"]) == 1
     assert "breakout-dqn play: error: 127.0.0.1:1: " in capsys.readouterr().err
+
+
+def test_play_over_a_stream(server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
+    requests_before, streams_before = server.stats.requests, server.server.servicer.streams
+    assert play.main(["--server", server.target, "--episodes", "1", "--stream", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    game = re.search(r"game 1: score (\d+) in (\d+) steps", out)
+    assert game, out
+    calls = server.stats.requests - requests_before
+    assert calls >= int(game.group(2))
+    assert re.search(rf"{calls} StreamActions requests, p50", out), out
+    assert server.server.servicer.streams == streams_before  # the session's stream was closed

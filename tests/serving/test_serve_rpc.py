@@ -127,14 +127,15 @@ def test_health_and_reflection(server: ServerThread, capsys: pytest.CaptureFixtu
     from google.protobuf.descriptor_pool import DescriptorPool
 
     service = DescriptorPool(database).FindServiceByName("breakout.v1.AgentService")
-    assert {m.name for m in service.methods} == {"GetAction", "GetModelInfo"}
+    assert {m.name for m in service.methods} == {"GetAction", "StreamActions", "GetModelInfo"}
+    assert service.methods_by_name["StreamActions"].input_type.name == "GetActionRequest"
     assert service.methods_by_name["GetAction"].input_type.fields_by_name["frames"].type == 12  # TYPE_BYTES
 
 
 def test_deadline_expiring_in_the_queue(onnx_model_path: Path, policy: OnnxPolicy) -> None:
     """A call whose deadline passes while it waits is DEADLINE_EXCEEDED and never reaches the model."""
     slow = SlowPolicy(policy, delay_s=0.4)
-    running = ServerThread(config_for(onnx_model_path, max_batch=1), lambda config: slow)
+    running = ServerThread(config_for(onnx_model_path, max_batch=1, inline_gap_ms=None), lambda config: slow)
     try:
         stub = stub_for(running.target)
         busy = stub.GetAction.future(agent_pb2.GetActionRequest(frames=bytes(contract.STACK_BYTES)), timeout=30)
@@ -155,7 +156,7 @@ def test_deadline_expiring_in_the_queue(onnx_model_path: Path, policy: OnnxPolic
 
 def test_concurrency_limit_is_resource_exhausted(onnx_model_path: Path, policy: OnnxPolicy) -> None:
     slow = SlowPolicy(policy, delay_s=0.3)
-    running = ServerThread(config_for(onnx_model_path, max_batch=1, max_concurrent=2),
+    running = ServerThread(config_for(onnx_model_path, max_batch=1, max_concurrent=2, inline_gap_ms=None),
                            lambda config: slow)
     try:
         stub = stub_for(running.target)
