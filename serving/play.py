@@ -102,13 +102,14 @@ def main(argv: list[str] | None = None) -> int:
             results = atari.play_games(agent, args.episodes, seed=args.seed, num_envs=args.num_envs,
                                        max_frames_per_episode=args.max_frames, video_path=args.video,
                                        on_game=on_game)
+            if session is not None:
+                session.close()  # half-close: the server ends the stream
         except grpc.RpcError as error:
+            if session is not None:
+                session.cancel()
             method = "StreamActions" if args.stream else "GetAction"
             print(f"{PROG}: error: {method} failed: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1
-        finally:
-            if session is not None:
-                session.cancel()
     summary = atari.summarize(results)
     latencies = np.asarray(agent.latencies) * 1e3
     print(f"{summary['episodes']} games: mean score {summary['mean']:.1f} (min {summary['min']:.0f}, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -66,4 +67,7 @@ def test_play_over_a_stream(server: ServerThread, capsys: pytest.CaptureFixture[
     calls = server.stats.requests - requests_before
     assert calls >= int(game.group(2))
     assert re.search(rf"{calls} StreamActions requests, p50", out), out
+    deadline = time.monotonic() + 5
+    while server.server.servicer.streams != streams_before and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert server.server.servicer.streams == streams_before  # the session's stream was closed
