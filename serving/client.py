@@ -28,7 +28,33 @@ DEFAULT_MAX_MESSAGE_BYTES = 256 * contract.STACK_BYTES + 1024
 SERVICE_NAME = "breakout.v1.AgentService"
 
 
-class AgentClient:
+class _ActionCalls:
+    """``get_action`` / ``get_q_values`` over one way of sending a GetActionRequest (``_send``)."""
+
+    model_version = ""  # as named by the last response
+
+    def get_action(self, frames: np.ndarray) -> np.ndarray:
+        """Greedy actions ``int32 [N]`` for uint8 stacks ``[N,84,84,4]`` (or one ``[84,84,4]``)."""
+        response = self._call(frames, return_q_values=False)
+        return np.asarray(response.actions, dtype=np.int32)
+
+    def get_q_values(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy actions ``int32 [N]`` and Q-values ``float32 [N,4]``."""
+        response = self._call(frames, return_q_values=True)
+        q_values = np.asarray(response.q_values, dtype=np.float32).reshape(-1, contract.NUM_ACTIONS)
+        return np.asarray(response.actions, dtype=np.int32), q_values
+
+    def _call(self, frames: np.ndarray, return_q_values: bool) -> agent_pb2.GetActionResponse:
+        request = agent_pb2.GetActionRequest(frames=contract.frames_to_bytes(frames), return_q_values=return_q_values)
+        response = self._send(request)
+        self.model_version = response.model_version
+        return response
+
+    def _send(self, request: agent_pb2.GetActionRequest) -> agent_pb2.GetActionResponse:
+        raise NotImplementedError
+
+
+class AgentClient(_ActionCalls):
     """Calls a GetAction server at ``target`` (``host:port``); ``timeout`` seconds per call."""
 
     def __init__(
@@ -49,24 +75,9 @@ class AgentClient:
         )
         self._stub = agent_pb2_grpc.AgentServiceStub(self.channel)
         self._health = health_pb2_grpc.HealthStub(self.channel)
-        self.model_version = ""  # as named by the last GetAction response
 
-    def get_action(self, frames: np.ndarray) -> np.ndarray:
-        """Greedy actions ``int32 [N]`` for uint8 stacks ``[N,84,84,4]`` (or one ``[84,84,4]``)."""
-        response = self._call(frames, return_q_values=False)
-        return np.asarray(response.actions, dtype=np.int32)
-
-    def get_q_values(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Greedy actions ``int32 [N]`` and Q-values ``float32 [N,4]``."""
-        response = self._call(frames, return_q_values=True)
-        q_values = np.asarray(response.q_values, dtype=np.float32).reshape(-1, contract.NUM_ACTIONS)
-        return np.asarray(response.actions, dtype=np.int32), q_values
-
-    def _call(self, frames: np.ndarray, return_q_values: bool) -> agent_pb2.GetActionResponse:
-        request = agent_pb2.GetActionRequest(frames=contract.frames_to_bytes(frames), return_q_values=return_q_values)
-        response = self._stub.GetAction(request, timeout=self.timeout)
-        self.model_version = response.model_version
-        return response
+    def _send(self, request: agent_pb2.GetActionRequest) -> agent_pb2.GetActionResponse:
+        return self._stub.GetAction(request, timeout=self.timeout)
 
     def stream(self, timeout: float | None = None) -> ActionStream:
         """A StreamActions session (``timeout``: seconds for the whole stream, default none)."""
@@ -105,7 +116,7 @@ class AgentClient:
         self.close()
 
 
-class ActionStream:
+class ActionStream(_ActionCalls):
     """One StreamActions stream: ``get_action`` / ``get_q_values`` send a request and wait for its answer.
 
     A failed request ends the stream (the server's status arrives as ``grpc.RpcError``); open a
@@ -119,27 +130,13 @@ class ActionStream:
         self._responses: Iterator[agent_pb2.GetActionResponse] = stub.StreamActions(
             iter(self._requests.get, self._END), timeout=timeout
         )
-        self.model_version = ""
 
-    def get_action(self, frames: np.ndarray) -> np.ndarray:
-        """Greedy actions ``int32 [N]`` for uint8 stacks ``[N,84,84,4]`` (or one ``[84,84,4]``)."""
-        return np.asarray(self._call(frames, return_q_values=False).actions, dtype=np.int32)
-
-    def get_q_values(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Greedy actions ``int32 [N]`` and Q-values ``float32 [N,4]``."""
-        response = self._call(frames, return_q_values=True)
-        q_values = np.asarray(response.q_values, dtype=np.float32).reshape(-1, contract.NUM_ACTIONS)
-        return np.asarray(response.actions, dtype=np.int32), q_values
-
-    def _call(self, frames: np.ndarray, return_q_values: bool) -> agent_pb2.GetActionResponse:
-        request = agent_pb2.GetActionRequest(frames=contract.frames_to_bytes(frames), return_q_values=return_q_values)
+    def _send(self, request: agent_pb2.GetActionRequest) -> agent_pb2.GetActionResponse:
         self._requests.put(request)
         try:
-            response = next(self._responses)
+            return next(self._responses)
         except StopIteration:
             raise RuntimeError("the server closed the stream without an answer") from None
-        self.model_version = response.model_version
-        return response
 
     def close(self) -> None:
         """Half-close the stream (the server finishes it) and wait for its end."""

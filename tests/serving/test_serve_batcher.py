@@ -37,6 +37,18 @@ class Recorder:
         return q_values
 
 
+class ThreadRecorder(Recorder):
+    """A Recorder that also records which thread ran each forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        self.threads.append(threading.get_ident())
+        return super().__call__(frames)
+
+
 def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 30))
 
@@ -206,12 +218,7 @@ def test_the_queue_delay_gathers_a_batch_as_large_as_the_last_one() -> None:
 
 def test_a_sequential_caller_runs_its_passes_on_the_event_loop() -> None:
     """Nothing queued, nothing running, the last pass long done: no worker, no thread hand-off."""
-    threads: list[int] = []
-    recorder = Recorder()
-
-    def infer(frames: np.ndarray) -> np.ndarray:
-        threads.append(threading.get_ident())
-        return recorder(frames)
+    infer = ThreadRecorder()
 
     async def scenario():
         batcher = Batcher(infer, max_batch=8, inline_gap_s=0.001)
@@ -224,7 +231,7 @@ def test_a_sequential_caller_runs_its_passes_on_the_event_loop() -> None:
         return batcher, results, threading.get_ident()
 
     batcher, results, loop_thread = run(scenario())
-    assert threads == [loop_thread] * 5
+    assert infer.threads == [loop_thread] * 5
     assert batcher.stats.inline == 5 and batcher.stats.batches == 5 and batcher.stats.stacks == 10
     for i, q_values in enumerate(results):
         np.testing.assert_array_equal(q_values[:, 0], [10 * i, 10 * i + 1])
@@ -232,12 +239,7 @@ def test_a_sequential_caller_runs_its_passes_on_the_event_loop() -> None:
 
 def test_requests_arriving_right_after_a_pass_are_batched_by_the_worker() -> None:
     """Under load the fast path steps aside: arrivals within the gap queue up and share a pass."""
-    threads: list[int] = []
-    recorder = Recorder()
-
-    def infer(frames: np.ndarray) -> np.ndarray:
-        threads.append(threading.get_ident())
-        return recorder(frames)
+    infer = ThreadRecorder()
 
     async def scenario():
         batcher = Batcher(infer, max_batch=8, max_delay_s=0.0, inline_gap_s=0.5)
@@ -250,8 +252,8 @@ def test_requests_arriving_right_after_a_pass_are_batched_by_the_worker() -> Non
         return batcher, burst, threading.get_ident()
 
     batcher, burst, loop_thread = run(scenario())
-    assert recorder.batches == [1, 5, 1]
-    assert threads[0] == threads[2] == loop_thread and threads[1] != loop_thread
+    assert infer.batches == [1, 5, 1]
+    assert infer.threads[0] == infer.threads[2] == loop_thread and infer.threads[1] != loop_thread
     assert batcher.stats.inline == 2
     for i, q_values in enumerate(burst, start=1):
         assert q_values[0, 0] == i
