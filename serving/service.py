@@ -84,7 +84,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.batcher: Batcher | None = None
         self.draining = False
         self.version = ""
-        self.in_flight = 0  # GetAction calls and stream messages being answered
+        self.in_flight = 0  # GetAction calls and stream messages being answered (what a drain waits for)
+        self.unary = 0  # GetAction calls in flight
         self.streams = 0  # open StreamActions streams
         self.rejected = 0  # RESOURCE_EXHAUSTED answers
         self._info: agent_pb2.GetModelInfoResponse | None = None
@@ -119,11 +120,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     async def GetAction(self, request: agent_pb2.GetActionRequest, context: grpc.aio.ServicerContext) -> Any:
         await self._admit(context)
+        self.unary += 1
         self.in_flight += 1
         try:
             return await self._answer(request, context)
         finally:
             self.in_flight -= 1
+            self.unary -= 1
 
     async def StreamActions(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._admit(context)
@@ -146,8 +149,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             self.streams -= 1
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> None:
-        """RESOURCE_EXHAUSTED past the limit on GetAction calls plus open streams."""
-        calls = self.in_flight + self.streams
+        """RESOURCE_EXHAUSTED past the limit on GetAction calls plus open streams.
+
+        A stream counts once, whether or not it is answering a request right now.
+        """
+        calls = self.unary + self.streams
         if calls >= self.limits.max_concurrent:
             self.rejected += 1
             await context.abort(

@@ -89,6 +89,33 @@ def test_streams_count_against_the_concurrency_limit(onnx_model_path: Path, poli
         running.stop()
 
 
+def test_a_stream_answering_a_request_counts_once(onnx_model_path: Path, policy: OnnxPolicy) -> None:
+    slow = SlowPolicy(policy, delay_s=0.5)
+    running = ServerThread(config_for(onnx_model_path, max_concurrent=2, inline_gap_ms=None), lambda config: slow)
+    servicer = running.server.servicer
+    try:
+        with AgentClient(running.target, timeout=30) as agent, agent.stream() as session, \
+                concurrent.futures.ThreadPoolExecutor(2) as pool:
+            frames = random_stacks(1)
+            busy = pool.submit(session.get_action, frames)  # the stream is mid-request for 0.5 s
+            deadline = time.monotonic() + 10
+            while servicer.in_flight < 1 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert servicer.in_flight == 1 and servicer.streams == 1
+            unary = pool.submit(agent.get_action, frames)  # 1 stream + 1 call = the limit: admitted
+            while servicer.in_flight < 2 and not unary.done() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            with pytest.raises(grpc.RpcError) as caught:  # a third one is past the limit
+                agent.get_action(frames)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "2 calls in flight (limit 2)" in caught.value.details()
+            np.testing.assert_array_equal(unary.result(), policy.act(frames))
+            np.testing.assert_array_equal(busy.result(), policy.act(frames))
+        assert servicer.rejected == 1
+    finally:
+        running.stop()
+
+
 def test_the_stream_deadline_covers_the_whole_stream(onnx_model_path: Path, policy: OnnxPolicy) -> None:
     slow = SlowPolicy(policy, delay_s=0.2)
     running = ServerThread(config_for(onnx_model_path, inline_gap_ms=None), lambda config: slow)
