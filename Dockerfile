@@ -24,8 +24,11 @@ COPY training ./training
 COPY export ./export
 COPY serving ./serving
 COPY models ./models
+# `serve` binds all interfaces in a container (its host default is 127.0.0.1) and the HEALTHCHECK
+# probes $BREAKOUT_DQN_PORT: change the port with `-e BREAKOUT_DQN_PORT=N`, not `--port`.
 ENV BREAKOUT_DQN_MODEL=/opt/breakout-dqn/models/breakout-dqn.onnx \
-    BREAKOUT_DQN_HEALTH_TARGET=127.0.0.1:50051
+    BREAKOUT_DQN_HOST=0.0.0.0 \
+    BREAKOUT_DQN_PORT=50051
 
 # Slim serving image: numpy, onnxruntime, grpcio (+ health, reflection), protobuf. No TensorFlow.
 FROM base AS serve
@@ -36,7 +39,7 @@ EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-m", "serving.healthcheck"]
 ENTRYPOINT ["breakout-dqn"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "50051"]
+CMD ["serve"]
 
 # Full image: training, evaluation, export, verify, serve and play.
 FROM base AS train

@@ -175,6 +175,9 @@ def play_games(
     return results
 
 
+VIDEO_SUFFIXES = (".mp4", ".gif")
+
+
 def write_video(frames: list[Any], path: str | Path, fps: int = 15) -> None:
     """Write RGB frames ``[H,W,3]`` uint8 as an MP4 (imageio-ffmpeg) or GIF, by suffix."""
     import imageio.v2 as imageio

@@ -21,6 +21,14 @@ COMMANDS = {
     "play": ("serving.play", "play Breakout through a GetAction server"),
 }
 
+# The optional packages, by the extra that installs them: a subcommand run from a smaller install
+# (e.g. `train` in the slim serve image) says what to install instead of printing a traceback.
+EXTRA_OF = {
+    **dict.fromkeys(("tensorflow", "keras", "tf2onnx", "onnx", "tqdm", "tensorboardX", "matplotlib"), "train"),
+    **dict.fromkeys(("gymnasium", "ale_py", "imageio", "imageio_ffmpeg"), "game"),
+    **dict.fromkeys(("onnxruntime", "grpc", "grpc_health", "grpc_reflection", "google"), "serve"),
+}
+
 
 def usage() -> str:
     lines = [f"usage: breakout-dqn {{{','.join(COMMANDS)}}} ...", "", "commands:"]
@@ -42,8 +50,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"breakout-dqn: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}",
               file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
-    return int(module.main(rest) or 0)
+    try:
+        module = importlib.import_module(COMMANDS[command][0])
+        return int(module.main(rest) or 0)
+    except ModuleNotFoundError as error:
+        package = (error.name or "").split(".")[0]
+        if package not in EXTRA_OF:
+            raise
+        extra = EXTRA_OF[package]
+        print(f"breakout-dqn {command}: error: needs the Python package {package!r}, which this install lacks; "
+              f"install the {extra!r} extra (pip install 'breakout-dqn[{extra}]'), or in a container use the full "
+              "image (docker build --target train)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -82,8 +82,8 @@ run localhost/breakout-dqn:smoke verify /models/model.onnx
 step "serve: slim image on 127.0.0.1:$PORT"
 podman rm -f breakout-dqn-smoke >/dev/null 2>&1 || true
 podman run -d --name breakout-dqn-smoke --network=host -v "$MODELS:/models:ro" \
-  -e "BREAKOUT_DQN_HEALTH_TARGET=127.0.0.1:$PORT" \
-  localhost/breakout-dqn-serve:smoke serve --host 0.0.0.0 --port "$PORT" --model /models/model.onnx >/dev/null
+  -e "BREAKOUT_DQN_PORT=$PORT" \
+  localhost/breakout-dqn-serve:smoke serve --model /models/model.onnx >/dev/null
 cleanup() { [ "$KEEP" = "--keep" ] || podman rm -f breakout-dqn-smoke >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 for _ in $(seq 60); do

@@ -16,7 +16,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 SERVICE_NAME = "breakout.v1.AgentService"
 
 
-TARGET_ENV = "BREAKOUT_DQN_HEALTH_TARGET"  # lets a container HEALTHCHECK follow a non-default --port
+TARGET_ENV = "BREAKOUT_DQN_HEALTH_TARGET"  # HOST:PORT to probe
+PORT_ENV = "BREAKOUT_DQN_PORT"  # else 127.0.0.1 on the port `serve` reads from the same variable
+
+
+def default_target() -> str:
+    return os.environ.get(TARGET_ENV) or f"127.0.0.1:{os.environ.get(PORT_ENV) or 50051}"
 
 
 def check(target: str, service: str = SERVICE_NAME, timeout: float = 3.0) -> str:
@@ -30,8 +35,9 @@ def check(target: str, service: str = SERVICE_NAME, timeout: float = 3.0) -> str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.healthcheck", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", default=os.environ.get(TARGET_ENV, "127.0.0.1:50051"),
-                        help=f"HOST:PORT (default: ${TARGET_ENV}, else %(default)s)")
+    parser.add_argument("--target", default=default_target(),
+                        help=f"HOST:PORT (default: ${TARGET_ENV}, else 127.0.0.1:${PORT_ENV}, else "
+                        "127.0.0.1:50051; now %(default)s)")
     parser.add_argument("--service", default=SERVICE_NAME, help="'' for the whole server (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default %(default)s)")
     args = parser.parse_args(argv)

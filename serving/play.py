@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 
 from breakout_dqn import atari, contract
+from breakout_dqn.paths import output_path_error
 from serving.client import ActionStream, AgentClient
 
 PROG = "breakout-dqn play"
@@ -64,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video", type=Path, default=None, help="record the first game (.mp4 or .gif)")
     parser.add_argument("--stream", action="store_true",
                         help="ask for actions on one StreamActions stream instead of a GetAction call per step")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per GetAction call")
+    parser.add_argument("--timeout", type=float, default=5.0,
+                        help="seconds per GetAction call (with --stream the stream has no deadline)")
     parser.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the server to be SERVING")
     return parser
 
@@ -73,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.episodes < 1 or args.num_envs < 1:
         print(f"{PROG}: error: --episodes and --num-envs must be >= 1", file=sys.stderr)
+        return 2
+    problem = args.video and output_path_error("--video", args.video, atari.VIDEO_SUFFIXES)
+    if problem:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
     with AgentClient(args.server, timeout=args.timeout) as client:
         try:
@@ -104,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
                                        on_game=on_game)
             if session is not None:
                 session.close()  # half-close: the server ends the stream
-        except grpc.RpcError as error:
+        except (grpc.RpcError, RuntimeError) as error:
             if session is not None:
                 session.cancel()
             method = "StreamActions" if args.stream else "GetAction"
-            print(f"{PROG}: error: {method} failed: {error.code().name}: {error.details()}", file=sys.stderr)
+            detail = f"{error.code().name}: {error.details()}" if isinstance(error, grpc.RpcError) else str(error)
+            print(f"{PROG}: error: {method} failed: {detail}", file=sys.stderr)
             return 1
     summary = atari.summarize(results)
     latencies = np.asarray(agent.latencies) * 1e3

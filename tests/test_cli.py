@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from breakout_dqn import cli
+
+SHIPPED = Path(__file__).parents[1] / "models" / "breakout-dqn.onnx"
 
 
 def test_usage_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,3 +40,19 @@ def test_evaluate_rejects_a_missing_model_with_one_line(tmp_path) -> None:
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "not found" in errors[0]
+
+
+@pytest.mark.parametrize(("command", "blocked", "extra"), [
+    (["train", "--steps", "10", "--out", "unused"], ("tensorflow", "keras"), "train"),
+    (["verify", str(SHIPPED), "--min-score", "1", "--episodes", "1"], ("gymnasium", "ale_py"), "game"),
+])
+def test_a_subcommand_missing_its_extra_says_what_to_install(command: list[str], blocked: tuple[str, ...],
+                                                              extra: str) -> None:
+    """As in the slim serve image, which has no TensorFlow and no emulator: one line, exit 2, no traceback."""
+    block = "".join(f"sys.modules[{name!r}] = None; " for name in blocked)  # import fails: ModuleNotFoundError
+    script = f"import sys; {block}from breakout_dqn import cli; sys.exit(cli.main(sys.argv[1:]))"
+    result = subprocess.run([sys.executable, "-c", script, *command], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert f"breakout-dqn {command[0]}: error: needs the Python package" in result.stderr
+    assert f"pip install 'breakout-dqn[{extra}]'" in result.stderr

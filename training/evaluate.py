@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from breakout_dqn import atari
+from breakout_dqn.paths import output_path_error
 
 PROG = "breakout-dqn evaluate"
 
@@ -48,9 +49,11 @@ def main(argv: list[str]) -> int:
     if args.episodes < 1 or not 0.0 <= args.epsilon <= 1.0 or args.num_envs < 1:
         print(f"{PROG}: error: need --episodes >= 1, --num-envs >= 1 and 0 <= --epsilon <= 1", file=sys.stderr)
         return 2
-    if args.video and args.video.suffix.lower() not in (".mp4", ".gif"):
-        print(f"{PROG}: error: --video must end in .mp4 or .gif", file=sys.stderr)
-        return 2
+    for problem in (args.video and output_path_error("--video", args.video, atari.VIDEO_SUFFIXES),
+                    args.json and output_path_error("--json", args.json)):
+        if problem:
+            print(f"{PROG}: error: {problem}", file=sys.stderr)
+            return 2
     try:
         act = load_act_fn(args.model)
     except ValueError as error:

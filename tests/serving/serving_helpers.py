@@ -85,9 +85,9 @@ def subprocess_env() -> dict[str, str]:
 class ServerProcess:
     """A server subprocess that logs ``listening on HOST:PORT``; its stderr is collected in a thread."""
 
-    def __init__(self, command: list[str], timeout: float = 60):
+    def __init__(self, command: list[str], timeout: float = 60, env: dict[str, str] | None = None):
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        env=subprocess_env(), cwd=REPO)
+                                        env={**subprocess_env(), **(env or {})}, cwd=REPO)
         self.lines: list[str] = []
         self._listening = concurrent.futures.Future[str]()
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -178,6 +179,35 @@ def test_default_model_is_the_shipped_file(monkeypatch: pytest.MonkeyPatch) -> N
     assert default_model_path() == REPO / "models" / "breakout-dqn.onnx"
     monkeypatch.setenv("BREAKOUT_DQN_MODEL", "/somewhere/model.onnx")
     assert default_model_path() == Path("/somewhere/model.onnx")
+
+
+def test_host_and_port_defaults_come_from_the_environment(onnx_model_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the images rely on: BREAKOUT_DQN_HOST/PORT move `serve`, and the HEALTHCHECK follows the port."""
+    from serving import healthcheck
+
+    with socket.socket() as probe:  # a free port other than the 50051 default
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ServerProcess([*SERVE, "--model", str(onnx_model_path)],
+                           env={"BREAKOUT_DQN_HOST": "127.0.0.1", "BREAKOUT_DQN_PORT": str(port)})
+    try:
+        assert server.target == f"127.0.0.1:{port}"
+        monkeypatch.delenv("BREAKOUT_DQN_HEALTH_TARGET", raising=False)
+        monkeypatch.setenv("BREAKOUT_DQN_PORT", str(port))
+        assert healthcheck.default_target() == f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while healthcheck.main([]) != 0:  # NOT_SERVING until the model has loaded
+            assert time.monotonic() < deadline, server.stderr
+            time.sleep(0.1)
+        monkeypatch.setenv("BREAKOUT_DQN_HEALTH_TARGET", "127.0.0.1:1")  # an explicit target wins
+        assert healthcheck.main(["--timeout", "0.5"]) == 1
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+        server.wait(30)
+        server.kill()
+    result = run_serve("--model", str(onnx_model_path), env={**subprocess_env(), "BREAKOUT_DQN_PORT": "http"})
+    assert result.returncode == 2 and "--port: invalid int value: 'http'" in result.stderr
 
 
 def test_port_in_use_is_a_clear_error(onnx_model_path: Path) -> None:
