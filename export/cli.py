@@ -88,10 +88,20 @@ def default_report_path(out: Path, passed: bool) -> Path:
 
 
 def run_metadata(model_path: Path) -> tuple[int | None, float | None, list[str]]:
-    """Training steps and eval score from MODEL's run directory, and where each came from."""
+    """Training steps and eval score from MODEL's run directory, and where each came from.
+
+    Steps: eval.json's ``train_agent_steps`` (written by `train`), else the newest checkpoint's step
+    (saved with model.keras, also on SIGTERM), else config.json's ``steps`` (the target, which a
+    stopped run may not have reached). The score is used only from an eval.json no older than MODEL.
+    """
     from training.checkpoint import PATTERN, list_checkpoints
 
     folder, notes = model_path.parent, []
+    checkpoint_steps: int | None = None
+    checkpoints = list_checkpoints(folder / "checkpoints")
+    match = PATTERN.match(checkpoints[-1].name) if checkpoints else None
+    if match:
+        checkpoint_steps = int(match.group(1))
     eval_path = folder / "eval.json"
     if eval_path.is_file():
         if eval_path.stat().st_mtime + 1 < model_path.stat().st_mtime:
@@ -99,21 +109,21 @@ def run_metadata(model_path: Path) -> tuple[int | None, float | None, list[str]]
         else:
             try:
                 data = json.loads(eval_path.read_text())
-                steps, score = data.get("train_agent_steps"), data.get("mean")
-                if steps is None:  # an eval.json without the step count: the run's configured steps
+                steps, score, source = data.get("train_agent_steps"), data.get("mean"), str(eval_path)
+                if steps is None and checkpoint_steps is not None:  # e.g. `evaluate --json` of a stopped run
+                    steps, source = checkpoint_steps, str(checkpoints[-1])
+                elif steps is None:
                     steps = json.loads((folder / "config.json").read_text()).get("steps")
+                    source = f"{folder / 'config.json'} (the run's target)"
                 if isinstance(score, (int, float)) and math.isfinite(score) and isinstance(steps, int):
-                    notes.append(f"train steps and eval score from {eval_path}")
+                    notes.append(f"eval score from {eval_path}, train steps from {source}")
                     return steps, float(score), notes
                 notes.append(f"{eval_path} lacks train_agent_steps/mean: not used")
             except (OSError, ValueError, AttributeError) as error:
                 notes.append(f"{eval_path} unreadable ({one_line(error)}): not used")
-    checkpoints = list_checkpoints(folder / "checkpoints")
-    if checkpoints:
-        match = PATTERN.match(checkpoints[-1].name)
-        if match:
-            notes.append(f"train steps from {checkpoints[-1]}")
-            return int(match.group(1)), None, notes
+    if checkpoint_steps is not None:
+        notes.append(f"train steps from {checkpoints[-1]}")
+        return checkpoint_steps, None, notes
     return None, None, notes
 
 

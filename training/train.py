@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from breakout_dqn import atari, contract
-from training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 from training.config import TrainConfig, save_config
 from training.io import atomic_path, atomic_write_text
 from training.replay import ReplayBuffer, check_fits_in_memory
@@ -113,8 +113,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if config.resume:
         latest = list_checkpoints(layout["checkpoints"])[-1]
         arrays, saved = load_checkpoint(latest)
-        learner.load_state(arrays)
-        state = LoopState(**saved)
+        try:
+            learner.load_state(arrays)
+            state = LoopState(**saved)
+        except (ValueError, TypeError, KeyError) as error:  # another architecture, or an older format
+            raise CheckpointError(
+                f"--resume: {latest} does not fit this run's model ({error}); resume with the run's own "
+                f"architecture flags (see {layout['config']})"
+            ) from None
         rng.bit_generator.state = state.rng_state
         if state.sample_rng_state:
             sample_rng.bit_generator.state = state.sample_rng_state

@@ -171,6 +171,13 @@ def test_run_metadata_uses_fresh_eval_json_then_checkpoints(tmp_path: Path) -> N
     os.utime(eval_json, (stamp - 3600, stamp - 3600))  # an eval of an earlier model (resumed run)
     steps, score, notes = run_metadata(model)
     assert (steps, score) == (75_000, None) and "older than the model" in notes[0]
+    (tmp_path / "config.json").write_text(json.dumps({"steps": 2_000_000}))  # the target, not reached
+    eval_json.write_text(json.dumps({"mean": 30.5}))  # `evaluate --json` of a run stopped by SIGTERM
+    assert run_metadata(model)[:2] == (75_000, 30.5)
+    for checkpoint in (tmp_path / "checkpoints").iterdir():
+        checkpoint.unlink()
+    steps, score, notes = run_metadata(model)  # no checkpoint left: the config's steps, said so
+    assert (steps, score) == (2_000_000, 30.5) and "the run's target" in notes[0]
 
 
 def test_report_summary_is_strict_json(exported: dict[str, Any]) -> None:

@@ -124,6 +124,19 @@ def test_corrupt_checkpoint_is_a_one_line_error_and_is_left_untouched(tiny_run: 
     assert digest(latest) == before and digest(run / "model.keras") == model_before
 
 
+def test_resume_with_another_architecture_is_a_one_line_error(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    kept = [run / "config.json", run / "model.keras", *sorted((run / "checkpoints").glob("*.npz"))]
+    before = [digest(path) for path in kept]
+    result = run_cli("train", "--out", str(run), "--resume", "--steps", "800", "--no-dueling")
+    assert result.returncode == 2
+    assert "does not fit this run's model" in one_error_line(result.stderr)
+    assert [digest(path) for path in kept] == before
+
+
 def test_resume_after_sigkill_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "killed"
     flags = [*TINY]
