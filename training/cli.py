@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 from training.checkpoint import CheckpointError
-from training.config import ConfigError, build_parser, load_config, resolve
+from training.config import ConfigError, TrainConfig, build_parser, load_config, resolve
 from training.train import Interrupted, RunDirectoryError, run_layout, train
 
 PROG = "breakout-dqn train"
 
 
-def resolve_explicit(explicit: dict) -> object:
+def resolve_explicit(explicit: dict) -> TrainConfig:
     """A fresh run: preset + flags. ``--resume``: the run's saved config + flags (e.g. a larger --steps)."""
     if not explicit.get("resume"):
         return resolve(explicit)

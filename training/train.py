@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,8 @@ class LoopState:
     lives: int = 0
     recent_scores: list[float] = field(default_factory=list)
     recent_life_rewards: list[float] = field(default_factory=list)
-    rng_state: dict[str, Any] = field(default_factory=dict)
-    sample_rng_state: dict[str, Any] = field(default_factory=dict)
+    rng_state: Mapping[str, Any] = field(default_factory=dict)
+    sample_rng_state: Mapping[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
     solved_at_step: int | None = None
 
