@@ -88,6 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 1.0 -> 0.1 over 1M steps from step 0, Adam(2.5e-4, clipnorm=1.0), replay 100k, target every
     # 10k steps, and the terminal target forced to -1.
     "keras-example": {
+        "steps": 10_000_000,  # the notebook has no cap: it runs until solved ("good results around 10 million")
         "n_step": 1,
         "double_dqn": False,
         "dueling": False,

@@ -19,6 +19,8 @@ def test_keras_example_preset_is_the_example_s_settings() -> None:
     assert (config.replay_capacity, config.train_frequency, config.target_update) == (100_000, 4, 10_000)
     assert config.terminal_target == -1.0 and config.solved_reward == 40.0
     assert config.n_step == 1 and not config.double_dqn and not config.dueling and config.global_clipnorm == 0
+    assert config.steps == 10_000_000  # the notebook has no cap; the 1M-step decay must be able to finish
+    assert parse("--preset", "keras-example", "--steps", "5000").steps == 5000
 
 
 def test_explicit_flags_override_the_preset() -> None:
