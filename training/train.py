@@ -76,6 +76,11 @@ def prepare_run_directory(out: Path, resume: bool) -> None:
         raise RunDirectoryError(f"--resume: no checkpoint in {layout['checkpoints']}")
     if not resume and has_run:
         raise RunDirectoryError(f"--out {out} already holds a run; use --resume to continue it or pick another --out")
+    if not resume and layout["metrics"].exists():  # a run stopped before its first checkpoint: start afresh
+        kept = out / f"metrics.abandoned-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
+        layout["metrics"].rename(kept)
+        print(f"{out} held the metrics of a run stopped before its first checkpoint: moved to {kept.name}",
+              flush=True)
 
 
 def epsilon_at(config: TrainConfig, step: int) -> float:
