@@ -16,8 +16,9 @@ process, which plays the clients:
   its games), from one grpc.aio client process;
 * actions/s of 64 StreamActions streams, one stack per message (64 game sessions).
 
-Client and servers share this machine's cores. Without ``--onnx``/``--keras`` an untrained
-Q-network of the served architecture is built and exported (weights do not change the cost).
+Client and servers share this machine's cores. Without ``--onnx`` or ``--keras``, an untrained
+Q-network of the served architecture stands in for the missing one (weights do not change the
+cost): ``--onnx models/breakout-dqn.onnx`` alone runs on a fresh clone.
 Needs the ``train`` extra (TensorFlow, tf2onnx) for the baseline. Not a test: it prints.
 """
 
@@ -427,8 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     stream = [("stream", 1, 1), ("stream", 64, 1)]
     with tempfile.TemporaryDirectory() as tmp:
         if args.onnx is None or (args.keras is None and not args.skip_naive):
-            print("building an untrained Q-network (.keras + .onnx) ...", flush=True)
-            args.keras, args.onnx = prepare_models(Path(tmp))
+            print("building an untrained Q-network (.keras + .onnx) for what was not given ...", flush=True)
+            keras_path, onnx_path = prepare_models(Path(tmp))
+            args.keras, args.onnx = args.keras or keras_path, args.onnx or onnx_path
         print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f} (other work on the machine "
               "competes for the same cores)", flush=True)
         model_alone = onnxruntime_alone(args.onnx)
