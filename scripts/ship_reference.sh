@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Ship a training run as the reference agent: evaluate -> export (parity gate) -> verify -> record.
+#
+#   bash scripts/ship_reference.sh [RUN_DIR] [EPISODES]      (defaults: runs/reference, 30)
+#
+# RUN_DIR is a stopped (SIGTERM) or finished `breakout-dqn train` run: its model.keras was saved
+# with its newest checkpoint. Writes models/breakout-dqn.onnx and results/reference/{eval,parity,
+# verify,config}.json, metrics.jsonl and learning_curve.png. The old model is replaced only after
+# the export's parity gate passes (export writes atomically); check `git diff` before committing.
+# Env: RESULTS, MODEL (other destinations), BIN (where breakout-dqn is; default .venv/bin).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=${1:-runs/reference}
+EPISODES=${2:-30}
+RESULTS=${RESULTS:-results/reference}
+MODEL=${MODEL:-models/breakout-dqn.onnx}
+BIN=${BIN:-.venv/bin}
+export TF_CPP_MIN_LOG_LEVEL=2
+
+checkpoint=$(ls "$RUN"/checkpoints/checkpoint-*.npz 2>/dev/null | sort | tail -n 1 || true)
+[ -n "$checkpoint" ] || { echo "ship_reference: no checkpoint in $RUN/checkpoints" >&2; exit 2; }
+[ -f "$RUN/model.keras" ] || { echo "ship_reference: no $RUN/model.keras" >&2; exit 2; }
+if [ "$checkpoint" -nt "$RUN/model.keras" ]; then
+  echo "ship_reference: $checkpoint is newer than $RUN/model.keras (being saved?): try again" >&2
+  exit 2
+fi
+steps=$(basename "$checkpoint" .npz | sed 's/^checkpoint-0*//')
+mkdir -p "$RESULTS"
+staged=$(mktemp -d)
+trap 'rm -rf "$staged"' EXIT
+
+echo "== evaluate $RUN/model.keras ($steps agent steps), $EPISODES games"
+"$BIN/breakout-dqn" evaluate "$RUN/model.keras" --episodes "$EPISODES" --json "$staged/eval.json"
+score=$("$BIN/python" -c "import json,sys; print(round(json.load(open(sys.argv[1]))['mean'], 1))" "$staged/eval.json")
+
+echo "== export -> $MODEL (parity gate)"
+"$BIN/breakout-dqn" export "$RUN/model.keras" --out "$MODEL" --report "$staged/parity.json" \
+  --train-steps "$steps" --eval-score "$score"
+
+echo "== verify $MODEL, $EPISODES games"
+"$BIN/breakout-dqn" verify "$MODEL" --min-score 20 --episodes "$EPISODES" --json > "$staged/verify.json"
+
+echo "== record in $RESULTS"
+"$BIN/python" - "$checkpoint" "$staged/eval.json" "$RUN" "$EPISODES" <<'EOF'
+import json, sys
+from pathlib import Path
+
+from training.checkpoint import load_checkpoint
+
+checkpoint, eval_path, run, episodes = sys.argv[1:]
+_, state = load_checkpoint(Path(checkpoint))
+record = json.load(open(eval_path))
+record["model"] = f"{run}/model.keras"
+record.update(
+    train_agent_steps=state["step"], train_frames=4 * state["step"], train_updates=state["updates"],
+    train_games=state["games"], train_wall_seconds=round(state["wall_seconds"], 1),
+    command=f"breakout-dqn evaluate {run}/model.keras --episodes {episodes} --json results/reference/eval.json",
+    recorded_by="scripts/ship_reference.sh",
+)
+json.dump(record, open(eval_path, "w"), indent=2)
+open(eval_path, "a").write("\n")
+EOF
+cp "$staged/eval.json" "$staged/parity.json" "$staged/verify.json" "$RESULTS/"
+cp "$RUN/config.json" "$RUN/metrics.jsonl" "$RESULTS/"
+"$BIN/breakout-dqn" plot "$RUN" --out "$RESULTS/learning_curve.png"
+echo "shipped: $steps agent steps, score $score over $EPISODES games; now update the README's reference-agent section"
