@@ -5,13 +5,14 @@
 #
 # RUN_DIR is a stopped (SIGTERM) or finished `breakout-dqn train` run: its model.keras was saved
 # with its newest checkpoint. Writes models/breakout-dqn.onnx and results/reference/{eval,parity,
-# verify,config}.json, metrics.jsonl and learning_curve.png. The old model is replaced only after
-# the export's parity gate passes (export writes atomically); check `git diff` before committing.
-# Env: RESULTS, MODEL (other destinations), BIN (where breakout-dqn is; default .venv/bin).
+# verify,config}.json, metrics.jsonl and learning_curve.png. Nothing is replaced unless the export's
+# parity gate and verify (MIN_SCORE) pass; check `git diff` before committing.
+# Env: RESULTS, MODEL (other destinations), MIN_SCORE (verify gate, default 20), BIN (where breakout-dqn is; default .venv/bin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/reference}
 EPISODES=${2:-30}
+MIN_SCORE=${MIN_SCORE:-20}  # verify fails (and nothing is recorded) below it
 RESULTS=${RESULTS:-results/reference}
 MODEL=${MODEL:-models/breakout-dqn.onnx}
 BIN=${BIN:-.venv/bin}
@@ -33,12 +34,12 @@ echo "== evaluate $RUN/model.keras ($steps agent steps), $EPISODES games"
 "$BIN/breakout-dqn" evaluate "$RUN/model.keras" --episodes "$EPISODES" --json "$staged/eval.json"
 score=$("$BIN/python" -c "import json,sys; print(round(json.load(open(sys.argv[1]))['mean'], 1))" "$staged/eval.json")
 
-echo "== export -> $MODEL (parity gate)"
-"$BIN/breakout-dqn" export "$RUN/model.keras" --out "$MODEL" --report "$staged/parity.json" \
+echo "== export (parity gate)"
+"$BIN/breakout-dqn" export "$RUN/model.keras" --out "$staged/model.onnx" --report "$staged/parity.json" \
   --train-steps "$steps" --eval-score "$score"
 
-echo "== verify $MODEL, $EPISODES games"
-"$BIN/breakout-dqn" verify "$MODEL" --min-score 20 --episodes "$EPISODES" --json > "$staged/verify.json"
+echo "== verify the export, $EPISODES games"
+"$BIN/breakout-dqn" verify "$staged/model.onnx" --min-score "$MIN_SCORE" --episodes "$EPISODES" --json > "$staged/verify.json"
 
 echo "== record in $RESULTS"
 "$BIN/python" - "$checkpoint" "$staged/eval.json" "$RUN" "$EPISODES" <<'EOF'
@@ -60,6 +61,10 @@ record.update(
 json.dump(record, open(eval_path, "w"), indent=2)
 open(eval_path, "a").write("\n")
 EOF
+# The records name where the model is shipped, not the staging copy that was exported and verified.
+sed -i "s|$staged/model.onnx|$MODEL|g" "$staged/parity.json" "$staged/verify.json"
+mkdir -p "$(dirname "$MODEL")"
+cp "$staged/model.onnx" "$MODEL.tmp" && mv "$MODEL.tmp" "$MODEL"
 cp "$staged/eval.json" "$staged/parity.json" "$staged/verify.json" "$RESULTS/"
 cp "$RUN/config.json" "$RUN/metrics.jsonl" "$RESULTS/"
 "$BIN/breakout-dqn" plot "$RUN" --out "$RESULTS/learning_curve.png"
