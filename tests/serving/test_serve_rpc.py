@@ -99,13 +99,19 @@ def test_oversized_message_is_resource_exhausted(server: ServerThread, client: A
     assert_still_serving(client, policy)
 
 
-def test_expired_deadline_is_deadline_exceeded(server: ServerThread, client: AgentClient,
-                                               policy: OnnxPolicy) -> None:
-    frames = contract.frames_to_bytes(random_stacks(1))
-    with pytest.raises(grpc.RpcError) as caught:
-        stub_for(server.target).GetAction(agent_pb2.GetActionRequest(frames=frames), timeout=1e-6)
-    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert_still_serving(client, policy)
+def test_expired_deadline_is_deadline_exceeded(onnx_model_path: Path, policy: OnnxPolicy) -> None:
+    # A forward pass of 0.5 s: a fast server can otherwise answer before a busy client's deadline timer fires.
+    slow = SlowPolicy(policy, delay_s=0.5)
+    running = ServerThread(config_for(onnx_model_path, inline_gap_ms=None), lambda config: slow)
+    try:
+        frames = contract.frames_to_bytes(random_stacks(1))
+        with pytest.raises(grpc.RpcError) as caught:
+            stub_for(running.target).GetAction(agent_pb2.GetActionRequest(frames=frames), timeout=0.05)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        with AgentClient(running.target, timeout=30) as agent:
+            assert_still_serving(agent, policy)
+    finally:
+        running.stop()
 
 
 def test_health_and_reflection(server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
