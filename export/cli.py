@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from breakout_dqn import __version__, contract
+from breakout_dqn.paths import output_path_error
 from export import parity
 from export.compare import jsonable
 from export.convert import OPSET, contract_metadata, file_sha256
@@ -135,16 +136,11 @@ def check_paths(model: Path, out: Path) -> None:
         raise ExportError(EXIT_USAGE, f"cannot load Keras model {model}: not a .keras archive (zip)")
     if out.suffix != ".onnx":
         raise ExportError(EXIT_USAGE, f"--out must end in .onnx, got {out}")
-    if out.is_dir():
-        raise ExportError(EXIT_USAGE, f"--out {out} is a directory")
     if out.exists() and out.resolve() == model.resolve():
         raise ExportError(EXIT_USAGE, "--out must differ from MODEL")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ExportError(EXIT_USAGE, f"cannot create {out.parent}: {error.strerror or error}") from None
-    if not os.access(out.parent, os.W_OK):
-        raise ExportError(EXIT_USAGE, f"--out directory {out.parent} is not writable")
+    problem = output_path_error("--out", out)  # a directory, or a parent that cannot be made or written
+    if problem:
+        raise ExportError(EXIT_USAGE, problem)
 
 
 @contextlib.contextmanager

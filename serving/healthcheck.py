@@ -17,11 +17,12 @@ SERVICE_NAME = "breakout.v1.AgentService"
 
 
 TARGET_ENV = "BREAKOUT_DQN_HEALTH_TARGET"  # HOST:PORT to probe
-PORT_ENV = "BREAKOUT_DQN_PORT"  # else 127.0.0.1 on the port `serve` reads from the same variable
+PORT_ENV = "BREAKOUT_DQN_PORT"  # else 127.0.0.1 on this port, which `serve` also reads (its default)
+DEFAULT_PORT = 50051
 
 
 def default_target() -> str:
-    return os.environ.get(TARGET_ENV) or f"127.0.0.1:{os.environ.get(PORT_ENV) or 50051}"
+    return os.environ.get(TARGET_ENV) or f"127.0.0.1:{os.environ.get(PORT_ENV) or DEFAULT_PORT}"
 
 
 def check(target: str, service: str = SERVICE_NAME, timeout: float = 3.0) -> str:

@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
+from serving.healthcheck import DEFAULT_PORT, PORT_ENV
 from serving.policy import ModelLoadError, OnnxPolicy, check_metadata_contract
 from serving.service import AgentServicer, Policy, ServiceLimits
 
@@ -33,7 +34,6 @@ log = logging.getLogger("breakout_dqn.serve")
 
 MODEL_ENV = "BREAKOUT_DQN_MODEL"
 HOST_ENV = "BREAKOUT_DQN_HOST"  # the images set 0.0.0.0: a container must be reachable from outside
-PORT_ENV = "BREAKOUT_DQN_PORT"  # serving.healthcheck follows it too
 DEFAULT_MODEL = Path("models") / "breakout-dqn.onnx"
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name  # "breakout.v1.AgentService"
 MESSAGE_OVERHEAD = 1024  # bytes of protobuf framing allowed on top of the frame stacks
@@ -206,8 +206,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--host", default=os.environ.get(HOST_ENV, "127.0.0.1"),
                         help=f"interface to bind, 0.0.0.0 for all (default: ${HOST_ENV}, else 127.0.0.1; "
                         "now %(default)s)")
-    parser.add_argument("--port", type=int, default=os.environ.get(PORT_ENV, "50051"),
-                        help=f"0 picks a free port (default: ${PORT_ENV}, else 50051; now %(default)s)")
+    parser.add_argument("--port", type=int, default=os.environ.get(PORT_ENV, str(DEFAULT_PORT)),
+                        help=f"0 picks a free port (default: ${PORT_ENV}, else {DEFAULT_PORT}; now %(default)s)")
     parser.add_argument("--max-batch", type=int, default=64, help="stacks per forward pass (default %(default)s)")
     parser.add_argument("--max-delay-ms", type=float, default=2.0,
                         help="longest a batch waits to grow as large as the previous one; sequential "
