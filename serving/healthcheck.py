@@ -21,8 +21,13 @@ PORT_ENV = "BREAKOUT_DQN_PORT"  # else 127.0.0.1 on this port, which `serve` als
 DEFAULT_PORT = 50051
 
 
+def default_port() -> str:
+    """The port `serve` binds and this probe checks by default: $BREAKOUT_DQN_PORT, unset or empty = 50051."""
+    return os.environ.get(PORT_ENV) or str(DEFAULT_PORT)
+
+
 def default_target() -> str:
-    return os.environ.get(TARGET_ENV) or f"127.0.0.1:{os.environ.get(PORT_ENV) or DEFAULT_PORT}"
+    return os.environ.get(TARGET_ENV) or f"127.0.0.1:{default_port()}"
 
 
 def check(target: str, service: str = SERVICE_NAME, timeout: float = 3.0) -> str:
@@ -38,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.healthcheck", description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", default=default_target(),
                         help=f"HOST:PORT (default: ${TARGET_ENV}, else 127.0.0.1:${PORT_ENV}, else "
-                        "127.0.0.1:50051; now %(default)s)")
+                        f"127.0.0.1:{DEFAULT_PORT}; now %(default)s)")
     parser.add_argument("--service", default=SERVICE_NAME, help="'' for the whole server (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default %(default)s)")
     args = parser.parse_args(argv)

@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
-from serving.healthcheck import DEFAULT_PORT, PORT_ENV
+from serving.healthcheck import DEFAULT_PORT, PORT_ENV, default_port
 from serving.policy import ModelLoadError, OnnxPolicy, check_metadata_contract
 from serving.service import AgentServicer, Policy, ServiceLimits
 
@@ -206,7 +206,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--host", default=os.environ.get(HOST_ENV, "127.0.0.1"),
                         help=f"interface to bind, 0.0.0.0 for all (default: ${HOST_ENV}, else 127.0.0.1; "
                         "now %(default)s)")
-    parser.add_argument("--port", type=int, default=os.environ.get(PORT_ENV, str(DEFAULT_PORT)),
+    parser.add_argument("--port", type=int, default=default_port(),
                         help=f"0 picks a free port (default: ${PORT_ENV}, else {DEFAULT_PORT}; now %(default)s)")
     parser.add_argument("--max-batch", type=int, default=64, help="stacks per forward pass (default %(default)s)")
     parser.add_argument("--max-delay-ms", type=float, default=2.0,

@@ -210,6 +210,21 @@ def test_host_and_port_defaults_come_from_the_environment(onnx_model_path: Path,
     assert result.returncode == 2 and "--port: invalid int value: 'http'" in result.stderr
 
 
+def test_an_empty_port_variable_means_the_default_for_serve_and_the_healthcheck(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-e BREAKOUT_DQN_PORT=` must not make `serve` bind one port while the HEALTHCHECK probes another."""
+    from serving import healthcheck
+    from serving.server import parse_args
+
+    monkeypatch.delenv("BREAKOUT_DQN_HEALTH_TARGET", raising=False)
+    monkeypatch.setenv("BREAKOUT_DQN_PORT", "")
+    assert parse_args([]).port == healthcheck.DEFAULT_PORT
+    assert healthcheck.default_target() == f"127.0.0.1:{healthcheck.DEFAULT_PORT}"
+    monkeypatch.setenv("BREAKOUT_DQN_PORT", "50123")
+    assert parse_args([]).port == 50123
+    assert healthcheck.default_target() == "127.0.0.1:50123"
+
+
 def test_port_in_use_is_a_clear_error(onnx_model_path: Path) -> None:
     server = ServerProcess([*SERVE, "--model", str(onnx_model_path), "--port", "0"])
     try:
