@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 
-def _flag(help_text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": help_text}, **kwargs)
+def _flag(help_text: str, choices: tuple[str, ...] | None = None, **kwargs: Any) -> Any:
+    return field(metadata={"help": help_text, "choices": choices}, **kwargs)
 
 
 @dataclass
 class TrainConfig:
     """Every setting of a run. Units: 1 agent step = 4 emulator frames, per env."""
 
-    preset: str = _flag("settings bundle applied before explicit flags: default | keras-example",
+    preset: str = _flag("settings bundle applied before explicit flags: default | cleanrl | keras-example",
                         default="default")
     out: str = _flag("run directory (model.keras, config.json, metrics.jsonl, checkpoints/, eval.json, tb/)",
                      default="runs/breakout")
@@ -39,16 +39,25 @@ class TrainConfig:
     target_update: int = _flag("agent steps between target-network syncs", default=8_000)
     epsilon_start: float = _flag("exploration rate at step 0", default=1.0)
     epsilon_end: float = _flag("exploration rate after the decay", default=0.01)
-    epsilon_decay_steps: int = _flag("agent steps of linear epsilon decay; 0 = 10%% of --steps", default=0)
+    epsilon_decay_steps: int = _flag(
+        "agent steps of linear epsilon decay from step 0 (absolute: how a run is split does not change it)",
+        default=100_000)
     # Optimiser and loss
     learning_rate: float = _flag("Adam learning rate", default=1e-4)
     adam_epsilon: float = _flag("Adam epsilon", default=1.5e-4)
     clipnorm: float = _flag("clip each gradient tensor to this L2 norm; 0 = off", default=0.0)
     global_clipnorm: float = _flag("clip the global gradient L2 norm; 0 = off", default=10.0)
+    loss: str = _flag("TD loss: huber (Nature DQN) | mse (CleanRL)", choices=("huber", "mse"), default="huber")
     double_dqn: bool = _flag("Double DQN targets (van Hasselt et al. 2016)", default=True)
     dueling: bool = _flag("dueling value/advantage head (Wang et al. 2016)", default=True)
     terminal_target: float | None = _flag(
         "TD target forced at terminal transitions (unset = the n-step return alone)", default=None)
+    # Compute
+    precision: str = _flag(
+        "update arithmetic: float32 | bfloat16 (Keras mixed_bfloat16: weights, Q-values and the saved model "
+        "stay float32)", choices=("float32", "bfloat16"), default="float32")
+    xla: bool = _flag("compile the update with XLA (tf.function jit_compile); off = TensorFlow's oneDNN kernels",
+                      default=True)
     # Environment
     sticky_actions: float = _flag("repeat_action_probability (0 = the Nature setting)", default=0.0)
     noop_max: int = _flag("up to this many no-op frames at each game start", default=30)
@@ -63,9 +72,6 @@ class TrainConfig:
     solved_reward: float = _flag(
         "stop when the running mean of the last 100 per-life clipped rewards passes this; 0 = off", default=0.0)
     progress: bool = _flag("show a progress bar", default=True)
-
-    def epsilon_decay(self) -> int:
-        return self.epsilon_decay_steps or max(1, self.steps // 10)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,6 +89,28 @@ class TrainConfig:
 # - 8 envs, one update per 4 agent steps, batch 32: the Nature DQN replay ratio.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
+    # CleanRL's dqn_atari.py (Huang et al. 2022), as its 1M-step model card ran it: Nature DQN targets,
+    # MSE loss, Adam 1e-4 / eps 1e-8 without gradient clipping, hard target copy every 1,000 agent
+    # steps, epsilon 1.0 -> 0.01 over the first 10% of 1M steps, 80k steps before learning, replay 1M.
+    # Differences, by design: 8 games step together (one update per 4 agent steps over all of them,
+    # the same replay ratio) and the replay stores frames once (CleanRL stores 4-frame stacks).
+    "cleanrl": {
+        "steps": 1_000_000,
+        "n_step": 1,
+        "double_dqn": False,
+        "dueling": False,
+        "loss": "mse",
+        "learning_rate": 1e-4,
+        "adam_epsilon": 1e-8,
+        "clipnorm": 0.0,
+        "global_clipnorm": 0.0,
+        "target_update": 1_000,
+        "epsilon_end": 0.01,
+        "epsilon_decay_steps": 100_000,
+        "learning_starts": 80_000,
+        "random_steps": 0,
+        "replay_capacity": 1_000_000,
+    },
     # The Keras example, exactly: wrap_deepmind envs (per-life episodes, clipped rewards), updates
     # start as soon as the buffer holds more than one batch, 50k fully random steps, epsilon decays
     # 1.0 -> 0.1 over 1M steps from step 0, Adam(2.5e-4, clipnorm=1.0), replay 100k, target every
@@ -126,6 +154,8 @@ def build_parser(prog: str = "breakout-dqn train") -> argparse.ArgumentParser:
         help_text = f"{f.metadata['help']} (default preset: {default})"
         if f.name == "preset":
             parser.add_argument(flag, choices=sorted(PRESETS), help=f.metadata["help"])
+        elif f.metadata["choices"]:
+            parser.add_argument(flag, choices=f.metadata["choices"], help=help_text)
         elif isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
         elif default is None:
@@ -146,19 +176,16 @@ def resolve(explicit: dict[str, Any]) -> TrainConfig:
         raise ConfigError(f"unknown settings: {sorted(unknown)}")
     config = TrainConfig(**values)
     validate(config)
-    if not config.epsilon_decay_steps:
-        # Pin the run-length-scaled schedule so a resumed run with a larger --steps keeps it.
-        config.epsilon_decay_steps = config.epsilon_decay()
     return config
 
 
 def validate(config: TrainConfig) -> None:
     positive = ["steps", "num_envs", "replay_capacity", "batch_size", "n_step", "train_frequency",
-                "target_update", "checkpoint_every", "keep_checkpoints", "log_every", "final_eval_episodes"]
+                "target_update", "epsilon_decay_steps", "checkpoint_every", "keep_checkpoints", "log_every", "final_eval_episodes"]
     for name in positive:
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
-    non_negative = ["learning_starts", "random_steps", "epsilon_decay_steps", "noop_max", "eval_every",
+    non_negative = ["learning_starts", "random_steps", "noop_max", "eval_every",
                     "eval_episodes", "clipnorm", "global_clipnorm"]
     for name in non_negative:
         if getattr(config, name) < 0:
@@ -168,6 +195,10 @@ def validate(config: TrainConfig) -> None:
     for name in ("epsilon_start", "epsilon_end", "sticky_actions"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(config, name)}")
+    for f in fields(TrainConfig):
+        choices = f.metadata["choices"]
+        if choices and getattr(config, f.name) not in choices:
+            raise ConfigError(f"--{f.name.replace('_', '-')} must be one of {list(choices)}, got {getattr(config, f.name)!r}")
     if config.learning_rate <= 0:
         raise ConfigError(f"--learning-rate must be > 0, got {config.learning_rate}")
     per_env = config.replay_capacity // config.num_envs

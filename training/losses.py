@@ -32,7 +32,19 @@ def huber(errors, delta: float = 1.0):
     return 0.5 * quadratic**2 + delta * (absolute - quadratic)
 
 
-def td_loss(q_values, actions, targets):
-    """Mean Huber loss between ``Q(s, a)`` and the targets; also returns ``Q(s, a)``."""
+LOSSES = ("huber", "mse")
+
+
+def td_loss(q_values, actions, targets, loss: str = "huber"):
+    """Mean TD loss between ``Q(s, a)`` and the targets; also returns ``Q(s, a)``.
+
+    ``huber``: the Nature DQN's (quadratic within 1, linear beyond). ``mse``: the mean squared
+    TD error, as CleanRL's ``F.mse_loss`` (no factor 1/2).
+    """
     taken = ops.sum(q_values * ops.one_hot(actions, contract.NUM_ACTIONS), axis=1)
-    return ops.mean(huber(targets - taken)), taken
+    errors = targets - taken
+    if loss == "huber":
+        return ops.mean(huber(errors)), taken
+    if loss == "mse":
+        return ops.mean(ops.square(errors)), taken
+    raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")

@@ -12,10 +12,11 @@ from breakout_dqn import contract
 
 @keras.saving.register_keras_serializable(package="breakout_dqn")
 class ScaleFrames(layers.Layer):
-    """uint8 frames -> float32 in [0, 1]; the scaling lives inside the model (the contract)."""
+    """uint8 frames -> floats in [0, 1] (float32, or the layer's compute dtype under a mixed policy);
+    the scaling lives inside the model (the contract)."""
 
     def call(self, frames):
-        return ops.cast(frames, "float32") / 255.0
+        return ops.cast(frames, self.compute_dtype) / 255.0
 
 
 @keras.saving.register_keras_serializable(package="breakout_dqn")
@@ -27,24 +28,42 @@ class DuelingCombine(layers.Layer):
         return value + advantages - ops.mean(advantages, axis=1, keepdims=True)
 
 
-def build_q_network(dueling: bool = False, name: str = "q_network") -> keras.Model:
-    """Nature CNN (Mnih et al. 2015): uint8 ``frames [N,84,84,4]`` -> float32 ``q_values [N,4]``."""
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+def build_q_network(dueling: bool = False, name: str = "q_network", precision: str = "float32") -> keras.Model:
+    """Nature CNN (Mnih et al. 2015): uint8 ``frames [N,84,84,4]`` -> float32 ``q_values [N,4]``.
+
+    ``precision="bfloat16"`` computes the hidden layers under Keras' ``mixed_bfloat16`` policy
+    (float32 weights, bfloat16 arithmetic); the output layers stay float32, and the weights are
+    the same list as the float32 network's, so ``float32_copy`` makes the exported artifact.
+    """
+    policy = PRECISIONS[precision]
     frames = keras.Input(shape=contract.STACK_SHAPE, dtype="uint8", name=contract.INPUT_NAME)
-    x = ScaleFrames(name="scale")(frames)
-    x = layers.Conv2D(32, 8, strides=4, activation="relu", name="conv1")(x)
-    x = layers.Conv2D(64, 4, strides=2, activation="relu", name="conv2")(x)
-    x = layers.Conv2D(64, 3, strides=1, activation="relu", name="conv3")(x)
-    x = layers.Flatten(name="flatten")(x)
+    x = ScaleFrames(name="scale", dtype=policy)(frames)
+    x = layers.Conv2D(32, 8, strides=4, activation="relu", name="conv1", dtype=policy)(x)
+    x = layers.Conv2D(64, 4, strides=2, activation="relu", name="conv2", dtype=policy)(x)
+    x = layers.Conv2D(64, 3, strides=1, activation="relu", name="conv3", dtype=policy)(x)
+    x = layers.Flatten(name="flatten", dtype=policy)(x)
     if dueling:
-        value = layers.Dense(512, activation="relu", name="value_hidden")(x)
-        value = layers.Dense(1, name="value")(value)
-        advantages = layers.Dense(512, activation="relu", name="advantage_hidden")(x)
-        advantages = layers.Dense(contract.NUM_ACTIONS, name="advantages")(advantages)
-        q_values = DuelingCombine(name=contract.OUTPUT_NAME)([value, advantages])
+        value = layers.Dense(512, activation="relu", name="value_hidden", dtype=policy)(x)
+        value = layers.Dense(1, name="value", dtype="float32")(value)
+        advantages = layers.Dense(512, activation="relu", name="advantage_hidden", dtype=policy)(x)
+        advantages = layers.Dense(contract.NUM_ACTIONS, name="advantages", dtype="float32")(advantages)
+        q_values = DuelingCombine(name=contract.OUTPUT_NAME, dtype="float32")([value, advantages])
     else:
-        x = layers.Dense(512, activation="relu", name="hidden")(x)
-        q_values = layers.Dense(contract.NUM_ACTIONS, name=contract.OUTPUT_NAME)(x)
+        x = layers.Dense(512, activation="relu", name="hidden", dtype=policy)(x)
+        q_values = layers.Dense(contract.NUM_ACTIONS, name=contract.OUTPUT_NAME, dtype="float32")(x)
     return keras.Model(inputs=frames, outputs=q_values, name=name)
+
+
+def float32_copy(model: keras.Model, dueling: bool) -> keras.Model:
+    """``model`` itself if it computes in float32, else a float32 network with its weights."""
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+    copy = build_q_network(dueling=dueling, name=model.name)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def load_q_network(path: str | Path) -> keras.Model:

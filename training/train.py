@@ -84,8 +84,8 @@ def prepare_run_directory(out: Path, resume: bool) -> None:
 
 
 def epsilon_at(config: TrainConfig, step: int) -> float:
-    """Linear decay from ``epsilon_start`` to ``epsilon_end`` over ``epsilon_decay()`` steps."""
-    fraction = min(1.0, step / config.epsilon_decay())
+    """Linear decay from ``epsilon_start`` at step 0 to ``epsilon_end`` at ``epsilon_decay_steps``."""
+    fraction = min(1.0, step / config.epsilon_decay_steps)
     return config.epsilon_start + fraction * (config.epsilon_end - config.epsilon_start)
 
 
@@ -106,11 +106,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     from training.learners import make_learner
     from training.metrics import MetricsLogger
-    from training.model import build_q_network
+    from training.model import build_q_network, float32_copy
 
     keras.utils.set_random_seed(config.seed)
-    online = build_q_network(dueling=config.dueling, name="online")
-    target = build_q_network(dueling=config.dueling, name="target")
+    online = build_q_network(dueling=config.dueling, name="online", precision=config.precision)
+    target = build_q_network(dueling=config.dueling, name="target", precision=config.precision)
     learner = make_learner(config, online, target)
     learner.sync_target()
     rng = np.random.default_rng(config.seed)  # exploration
@@ -139,7 +139,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         state.sample_rng_state = sample_rng.bit_generator.state
         save_checkpoint(layout["checkpoints"], state.step, learner.state(), state.__dict__, config.keep_checkpoints)
         learner.sync_to_model()
-        save_model(online, layout["model"])
+        save_model(float32_copy(online, config.dueling), layout["model"])
 
     stop_signal: list[int] = []
     previous_handlers = {

@@ -29,12 +29,23 @@ def test_explicit_flags_override_the_preset() -> None:
     assert config.learning_rate == 2.5e-4
 
 
-def test_default_preset_scales_exploration_to_the_run_and_pins_it() -> None:
-    config = parse("--steps", "100000")
-    assert config.epsilon_decay_steps == 10_000  # pinned in config.json: a resumed, longer run keeps it
-    assert epsilon_at(config, 0) == 1.0
-    assert epsilon_at(config, 5_000) == pytest.approx(0.505)
-    assert epsilon_at(config, 10_000) == pytest.approx(0.01) == epsilon_at(config, 90_000)
+def test_exploration_is_scheduled_in_absolute_agent_steps_whatever_the_run_length() -> None:
+    short, long = parse("--steps", "100000"), parse("--steps", "3000000")
+    for config in (short, long):  # a run split into pieces of any --steps explores the same way
+        assert config.epsilon_decay_steps == 100_000
+        assert epsilon_at(config, 0) == 1.0
+        assert epsilon_at(config, 50_000) == pytest.approx(0.505)
+        assert epsilon_at(config, 100_000) == pytest.approx(0.01) == epsilon_at(config, 900_000)
+
+
+def test_cleanrl_preset_is_cleanrl_dqn_atari_s_settings() -> None:
+    config = parse("--preset", "cleanrl")
+    assert (config.loss, config.n_step, config.double_dqn, config.dueling) == ("mse", 1, False, False)
+    assert (config.learning_rate, config.adam_epsilon, config.clipnorm, config.global_clipnorm) == (1e-4, 1e-8, 0, 0)
+    assert (config.target_update, config.learning_starts, config.random_steps) == (1_000, 80_000, 0)
+    assert (config.epsilon_start, config.epsilon_end, config.epsilon_decay_steps) == (1.0, 0.01, 100_000)
+    assert (config.replay_capacity, config.batch_size, config.train_frequency, config.gamma) == (1_000_000, 32, 4, 0.99)
+    assert config.steps == 1_000_000
 
 
 def test_keras_example_epsilon_decays_from_step_zero_like_the_notebook() -> None:
@@ -47,7 +58,15 @@ def test_keras_example_epsilon_decays_from_step_zero_like_the_notebook() -> None
     (["--epsilon-end", "2"], "--epsilon-end must be in [0, 1]"),
     (["--learning-rate", "-1"], "--learning-rate must be > 0"),
     (["--num-envs", "8", "--replay-capacity", "64"], "too small"),
+    (["--epsilon-decay-steps", "0"], "--epsilon-decay-steps must be > 0"),
 ])
 def test_invalid_settings_are_refused_with_the_flag_named(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse(*argv)
+
+
+def test_a_setting_with_choices_rejects_other_values_by_flag_and_by_config() -> None:
+    with pytest.raises(SystemExit):
+        parse("--loss", "l1")
+    with pytest.raises(ConfigError, match="--precision must be one of"):
+        resolve({"precision": "float16"})

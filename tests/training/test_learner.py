@@ -47,7 +47,24 @@ def test_td_targets_match_a_numpy_reference() -> None:
     np.testing.assert_allclose(forced[dones == 0], nature[dones == 0], rtol=1e-6)
 
 
-@pytest.mark.parametrize("preset", ["default", "keras-example"])
+def test_td_loss_is_huber_or_the_mean_squared_error() -> None:
+    from keras import ops
+
+    from training.losses import td_loss
+
+    q_values = np.array([[0.0, 1.0, 2.0, 3.0], [1.0, 1.0, 1.0, 1.0]], np.float32)
+    actions = np.array([3, 0], np.int32)
+    targets = np.array([5.0, 1.5], np.float32)  # errors 2.0 and 0.5
+    huber, taken = td_loss(q_values, actions, targets, "huber")
+    mse, _ = td_loss(q_values, actions, targets, "mse")
+    np.testing.assert_allclose(ops.convert_to_numpy(taken), [3.0, 1.0])
+    assert float(huber) == pytest.approx(((2.0 - 0.5) + 0.5 * 0.5**2) / 2)
+    assert float(mse) == pytest.approx((2.0**2 + 0.5**2) / 2)
+    with pytest.raises(ValueError, match="unknown loss"):
+        td_loss(q_values, actions, targets, "l1")
+
+
+@pytest.mark.parametrize("preset", ["default", "keras-example", "cleanrl"])
 def test_tensorflow_train_step_lowers_the_td_loss_on_a_fixed_batch(preset: str) -> None:
     from training.config import resolve
     from training.learners import make_learner
@@ -132,3 +149,33 @@ def test_fused_update_and_act_equals_sequential_updates_then_act() -> None:
     for got, want in zip(fused.state()["online"], sequential.state()["online"], strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5)
     np.testing.assert_array_equal(greedy, sequential.act(frames))
+
+
+def test_a_bfloat16_network_trains_in_float32_weights_and_saves_as_a_float32_copy() -> None:
+    from training.config import resolve
+    from training.learners import make_learner
+    from training.model import build_q_network, float32_copy
+
+    config = resolve({"preset": "cleanrl", "precision": "bfloat16", "xla": False})
+    online = build_q_network(config.dueling, precision="bfloat16")
+    target = build_q_network(config.dueling, precision="bfloat16")
+    assert online.get_layer("conv1").compute_dtype == "bfloat16"
+    assert all(str(weight.dtype) == "float32" for weight in online.weights)
+    learner = make_learner(config, online, target)
+    learner.sync_target()
+    batch = fixed_batch(size=16)
+    first, _ = learner.update(batch)
+    for _ in range(30):
+        last, _ = learner.update(batch)
+    assert last < 0.5 * first
+    artifact = float32_copy(online, config.dueling)
+    assert artifact is not online
+    assert {layer.dtype_policy.name for layer in artifact.layers} == {"float32"}
+    for got, want in zip(artifact.get_weights(), online.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    q_bf16 = np.asarray(online(batch.states))
+    q_fp32 = np.asarray(artifact(batch.states))
+    assert q_fp32.dtype == np.float32 and q_bf16.dtype == np.float32
+    np.testing.assert_allclose(q_bf16, q_fp32, atol=0.05 * np.abs(q_fp32).max() + 1e-3)
+    float_model = build_q_network(config.dueling)
+    assert float32_copy(float_model, config.dueling) is float_model

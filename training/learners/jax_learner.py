@@ -23,7 +23,7 @@ class JaxLearner:
         self.non_trainable = [v.value for v in online.non_trainable_variables]
         self.target_trainable = [v.value for v in target.trainable_variables]
         self.optimizer_state = [v.value for v in optimizer.variables]
-        double, terminal_target = config.double_dqn, config.terminal_target
+        double, terminal_target, loss_name = config.double_dqn, config.terminal_target, config.loss
 
         def loss_fn(trainable, non_trainable, target_trainable, batch):
             states, actions, returns, discounts, dones, next_states = batch
@@ -33,7 +33,7 @@ class JaxLearner:
                 next_q_online, _ = online.stateless_call(trainable, non_trainable, next_states)
             targets = td_targets(returns, discounts, dones, next_q_target, next_q_online, terminal_target)
             q_values, _ = online.stateless_call(trainable, non_trainable, states, training=True)
-            loss, taken = td_loss(q_values, actions, targets)
+            loss, taken = td_loss(q_values, actions, targets, loss_name)
             return loss, ops.mean(taken)
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

@@ -1,4 +1,4 @@
-"""The DQN gradient step on Keras' TensorFlow backend, compiled with XLA."""
+"""The DQN gradient step on Keras' TensorFlow backend: one tf.function, with XLA or oneDNN kernels."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from training.replay import Batch
 
 
 class TensorFlowLearner:
-    """Online/target networks, Adam, and one ``tf.function(jit_compile=True)`` update."""
+    """Online/target networks, Adam, and one ``tf.function`` update (``jit_compile=config.xla``)."""
 
     def __init__(self, config: TrainConfig, online, target, optimizer):
         self.online, self.target, self.optimizer = online, target, optimizer
         optimizer.build(online.trainable_variables)
-        double, terminal_target = config.double_dqn, config.terminal_target
+        double, terminal_target, loss_name = config.double_dqn, config.terminal_target, config.loss
 
         def one_update(states, actions, returns, discounts, dones, next_states):
             next_q_target = target(next_states, training=False)
@@ -25,16 +25,18 @@ class TensorFlowLearner:
             targets = td_targets(returns, discounts, dones, next_q_target, next_q_online, terminal_target)
             with tf.GradientTape() as tape:
                 q_values = online(states, training=True)
-                loss, taken = td_loss(q_values, actions, targets)
+                loss, taken = td_loss(q_values, actions, targets, loss_name)
             gradients = tape.gradient(loss, online.trainable_variables)
             optimizer.apply(gradients, online.trainable_variables)
             return loss, tf.reduce_mean(taken)
 
-        @tf.function(jit_compile=True, reduce_retracing=True)
+        xla = config.xla
+
+        @tf.function(jit_compile=xla, reduce_retracing=True)
         def train_step(states, actions, returns, discounts, dones, next_states):
             return one_update(states, actions, returns, discounts, dones, next_states)
 
-        @tf.function(jit_compile=True, reduce_retracing=True)
+        @tf.function(jit_compile=xla, reduce_retracing=True)
         def update_and_act(batches, frames):
             # Unrolled at trace time; automatic control dependencies order each update's reads
             # after the previous one's writes, and the act after the last update.
@@ -42,7 +44,7 @@ class TensorFlowLearner:
             greedy = tf.argmax(online(frames, training=False), axis=1, output_type=tf.int32)
             return tf.stack([r[0] for r in results]), tf.stack([r[1] for r in results]), greedy
 
-        @tf.function(jit_compile=True, reduce_retracing=True)
+        @tf.function(jit_compile=xla, reduce_retracing=True)
         def act(frames):
             return tf.argmax(online(frames, training=False), axis=1, output_type=tf.int32)
 
