@@ -181,7 +181,8 @@ def resolve(explicit: dict[str, Any]) -> TrainConfig:
 
 def validate(config: TrainConfig) -> None:
     positive = ["steps", "num_envs", "replay_capacity", "batch_size", "n_step", "train_frequency",
-                "target_update", "epsilon_decay_steps", "checkpoint_every", "keep_checkpoints", "log_every", "final_eval_episodes"]
+                "target_update", "epsilon_decay_steps", "checkpoint_every", "keep_checkpoints", "log_every",
+                "final_eval_episodes"]
     for name in positive:
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
@@ -198,7 +199,8 @@ def validate(config: TrainConfig) -> None:
     for f in fields(TrainConfig):
         choices = f.metadata["choices"]
         if choices and getattr(config, f.name) not in choices:
-            raise ConfigError(f"--{f.name.replace('_', '-')} must be one of {list(choices)}, got {getattr(config, f.name)!r}")
+            flag, value = f.name.replace("_", "-"), getattr(config, f.name)
+            raise ConfigError(f"--{flag} must be one of {list(choices)}, got {value!r}")
     if config.learning_rate <= 0:
         raise ConfigError(f"--learning-rate must be > 0, got {config.learning_rate}")
     per_env = config.replay_capacity // config.num_envs
