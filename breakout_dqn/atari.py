@@ -77,6 +77,74 @@ def fire_after_life_loss(actions: np.ndarray, lives: np.ndarray, previous_lives:
 
 
 @dataclasses.dataclass
+class StepResult:
+    """What one vector step did, per env (all ``[N]`` unless stated).
+
+    ``real`` is False for ALE's autoreset step (the step after a game ended: its action is ignored
+    and it returns a new game's first observation), which is not a transition of any game.
+    """
+
+    observations: np.ndarray  # uint8 [N,4,84,84] after the step (channels first, as ale-py gives)
+    actions: np.ndarray  # int32, the actions sent (FIRE where a life was just lost)
+    rewards: np.ndarray  # float, the raw score change (0 on autoreset steps)
+    real: np.ndarray  # bool: a real transition of a game
+    state_opens_game: np.ndarray  # bool: the state acted on was a game's first observation
+    terminal: np.ndarray  # bool: real, and ends the bootstrapped return (a lost life with life_loss_info,
+    #                       the game's end, or truncation)
+    game_over: np.ndarray  # bool: real, and the game ended (last life lost, or truncated at the frame cap)
+    truncated: np.ndarray  # bool: real, and cut at the frame cap
+    lives: np.ndarray  # int, lives after the step
+    frames_in_game: np.ndarray  # int, emulator frames of the current game (of the ended one on game_over)
+
+
+class GameStepper:
+    """Steps ale-py's vector env with the serve policy, and says what each step was.
+
+    The one place that owns FIRE after a lost life (a greedy agent that never learned to press FIRE
+    would otherwise wait forever after its first lost life) and the bookkeeping of ALE's NEXT_STEP
+    autoreset. Training, evaluation, ``play_games`` and the parity collector all step through it.
+    """
+
+    def __init__(self, env: Any):
+        self.env = env
+        self.num_envs = int(env.num_envs)
+        self._lives = np.zeros(self.num_envs, dtype=np.int64)
+        self._previous_lives = self._lives.copy()
+        self._pending_reset = np.zeros(self.num_envs, dtype=bool)  # the next step is the autoreset step
+        self._opens_game = np.ones(self.num_envs, dtype=bool)  # the current observations open a game
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Reset every game; return the first observations uint8 ``[N,4,84,84]``."""
+        observations, info = self.env.reset(seed=seed)
+        self._lives = info["lives"].copy()
+        self._previous_lives = self._lives.copy()
+        self._pending_reset[:] = False
+        self._opens_game[:] = True
+        return observations
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Send ``actions`` (FIRE replaces them where a life was just lost) and step every game."""
+        actions = fire_after_life_loss(np.asarray(actions), self._lives, self._previous_lives).astype(np.int32)
+        observations, rewards, terminated, truncated, info = self.env.step(actions)
+        real = ~self._pending_reset
+        lives = info["lives"].copy()
+        game_over = real & (truncated | (terminated & (lives == 0)))
+        result = StepResult(
+            observations=observations, actions=actions, rewards=np.where(real, rewards, 0.0), real=real,
+            state_opens_game=self._opens_game.copy(), terminal=real & (terminated | truncated),
+            game_over=game_over, truncated=real & truncated, lives=lives,
+            frames_in_game=np.asarray(info["episode_frame_number"]).copy())
+        self._previous_lives, self._lives = self._lives, lives
+        self._opens_game = ~real  # the autoreset step returned a new game's first observation
+        self._previous_lives[~real] = lives[~real]
+        self._pending_reset = game_over
+        return result
+
+    def close(self) -> None:
+        self.env.close()
+
+
+@dataclasses.dataclass
 class GameResult:
     """One full game: raw score (unclipped), agent steps and emulator frames."""
 
@@ -126,48 +194,38 @@ def play_games(
         repeat_action_probability=repeat_action_probability,
         max_frames_per_episode=max_frames_per_episode,
     )
-    env = make_vector_env(num_envs, **env_kwargs)
+    games = GameStepper(make_vector_env(num_envs, **env_kwargs))
     video_env = make_vector_env(num_envs, rgb_frames=True, **env_kwargs) if video_path else None
     video_frames: list[Any] = []
     try:
-        observations, info = env.reset(seed=seed)
+        observations = games.reset(seed=seed)
         if video_env is not None:
             rgb, _ = video_env.reset(seed=seed)
             video_frames.append(rgb[0, 0])
-        lives = info["lives"].copy()
         finished = np.zeros(num_envs, dtype=np.int64)
         scores = np.zeros(num_envs)
         steps = np.zeros(num_envs, dtype=np.int64)
-        pending_reset = np.zeros(num_envs, dtype=bool)
         results: list[GameResult] = []
-        previous_lives = lives.copy()
         while (finished < quota).any():
-            actions = np.asarray(act(contract.channels_last(observations)), dtype=np.int64)
-            actions = fire_after_life_loss(actions, lives, previous_lives)
-            observations, rewards, terminated, truncated, info = env.step(actions.astype(np.int32))
+            step = games.step(np.asarray(act(contract.channels_last(observations)), dtype=np.int64))
+            observations = step.observations
             if video_env is not None and finished[0] == 0:
-                rgb, *_ = video_env.step(actions.astype(np.int32))
+                rgb, *_ = video_env.step(step.actions)
                 video_frames.append(rgb[0, 0])
-            previous_lives, lives = lives, info["lives"].copy()
-            playing = ~pending_reset
-            scores += np.where(playing, rewards, 0.0)
-            steps += playing
-            done = playing & (terminated | truncated)
-            for i in np.flatnonzero(done):
+            scores[step.state_opens_game] = 0.0
+            steps[step.state_opens_game] = 0
+            scores += step.rewards
+            steps += step.real
+            for i in np.flatnonzero(step.game_over):
                 if finished[i] < quota[i]:
-                    result = GameResult(
-                        float(scores[i]), int(steps[i]), int(info["episode_frame_number"][i]), bool(truncated[i])
-                    )
+                    result = GameResult(float(scores[i]), int(steps[i]), int(step.frames_in_game[i]),
+                                        bool(step.truncated[i]))
                     results.append(result)
                     if on_game is not None:
                         on_game(result)
                 finished[i] += 1
-            scores[pending_reset] = 0.0
-            steps[pending_reset] = 0
-            previous_lives[pending_reset] = lives[pending_reset]
-            pending_reset = done
     finally:
-        env.close()
+        games.close()
         if video_env is not None:
             video_env.close()
     if video_path is not None:

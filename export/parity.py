@@ -81,11 +81,10 @@ def collect_stacks(q_fn: QFn, count: int, *, seed: int = 0, num_envs: int = COLL
     rng = np.random.default_rng(seed)
     epsilons = np.linspace(*COLLECT_EPSILONS, num=num_envs)
     stacks = np.empty((count, *contract.STACK_SHAPE), dtype=np.uint8)
-    env = atari.make_vector_env(num_envs, life_loss_info=False, max_frames_per_episode=atari.NATURE_MAX_FRAMES)
+    games = atari.GameStepper(atari.make_vector_env(num_envs, life_loss_info=False,
+                                                    max_frames_per_episode=atari.NATURE_MAX_FRAMES))
     try:
-        observations, info = env.reset(seed=seed)
-        lives = info["lives"].copy()
-        previous_lives = lives.copy()
+        observations = games.reset(seed=seed)
         filled = 0
         while filled < count:
             frames = contract.channels_last(observations)
@@ -95,11 +94,9 @@ def collect_stacks(q_fn: QFn, count: int, *, seed: int = 0, num_envs: int = COLL
             greedy = np.argmax(q_fn(frames), axis=1)
             explore = rng.random(num_envs) < epsilons
             actions = np.where(explore, rng.integers(0, contract.NUM_ACTIONS, size=num_envs), greedy)
-            actions = atari.fire_after_life_loss(actions, lives, previous_lives)
-            observations, _, _, _, info = env.step(actions.astype(np.int32))
-            previous_lives, lives = lives, info["lives"].copy()
+            observations = games.step(actions).observations
     finally:
-        env.close()
+        games.close()
     return stacks
 
 

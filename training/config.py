@@ -23,12 +23,18 @@ class TrainConfig:
     out: str = _flag("run directory (model.keras, config.json, metrics.jsonl, checkpoints/, eval.json, tb/)",
                      default="runs/breakout")
     resume: bool = _flag("continue the run in --out from its latest checkpoint", default=False)
+    auto_resume: bool = _flag(
+        "continue the run in --out if it holds this run's checkpoints, start it if --out is empty, refuse if "
+        "--out holds another run (a restarted batch job's command line)", default=False)
     steps: int = _flag("total agent steps over all envs (1 step = 4 frames)", default=250_000)
     seed: int = _flag("seed for envs, network init, exploration and sampling", default=0)
     num_envs: int = _flag("Breakout games stepped together by ale-py's C++ vector env", default=8)
     # Replay
     replay_capacity: int = _flag("transitions kept (1M fits in about 7.1 GB: one 84x84 uint8 frame each)",
                                  default=1_000_000)
+    durable_replay: bool = _flag(
+        "keep the replay memory-mapped in OUT/replay (as much disk as memory) so --resume continues with it",
+        default=True)
     batch_size: int = _flag("transitions per update", default=32)
     n_step: int = _flag("n-step return length (Sutton 1988; Rainbow uses 3)", default=3)
     gamma: float = _flag("discount per agent step", default=0.99)

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from training.run_directory import RunDirectory
+
 
 class MetricsLogger:
     """Appends records to ``OUT/metrics.jsonl`` and mirrors numbers to TensorBoard (``OUT/tb``)."""
@@ -14,9 +16,10 @@ class MetricsLogger:
     def __init__(self, out: Path, hyperparameters: dict[str, Any]):
         from tensorboardX import SummaryWriter  # no TensorFlow needed: works on the JAX backend too
 
-        self.path = out / "metrics.jsonl"
+        run = RunDirectory(out)
+        self.path = run.metrics
         self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 (closed in close())
-        self._writer = SummaryWriter(str(out / "tb"))
+        self._writer = SummaryWriter(str(run.tensorboard))
         self._hyperparameters = hyperparameters
         table = "| setting | value |\n|---|---|\n" + "\n".join(
             f"| {key} | {value} |" for key, value in sorted(hyperparameters.items())

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from training.metrics import read_metrics
+from training.run_directory import RunDirectory
 
 PROG = "breakout-dqn plot"
 
@@ -20,12 +21,12 @@ def plot_run(run_dir: Path, out: Path, window: int = 100) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_metrics(run_dir / "metrics.jsonl")
+    records = read_metrics(RunDirectory(run_dir).metrics)
     games = [r for r in records if r["type"] == "game"]
     evals = [r for r in records if r["type"] == "eval"]
     train = [r for r in records if r["type"] == "train"]
     if not games and not evals:
-        raise ValueError(f"{run_dir / 'metrics.jsonl'} holds no games or evaluations yet")
+        raise ValueError(f"{RunDirectory(run_dir).metrics} holds no games or evaluations yet")
     figure, (score_axis, speed_axis) = plt.subplots(2, 1, figsize=(9, 7), sharex=True,
                                                     gridspec_kw={"height_ratios": [3, 1]})
     if games:
@@ -63,11 +64,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/learning_curve.png)")
     parser.add_argument("--window", type=int, default=100, help="games in the rolling mean")
     args = parser.parse_args(argv)
-    if not (args.run_dir / "metrics.jsonl").is_file():
-        print(f"{PROG}: error: no metrics.jsonl in {args.run_dir}", file=sys.stderr)
+    run = RunDirectory(args.run_dir)
+    if not run.metrics.is_file():
+        print(f"{PROG}: error: no {run.metrics.name} in {args.run_dir}", file=sys.stderr)
         return 2
     try:
-        path = plot_run(args.run_dir, args.out or args.run_dir / "learning_curve.png", args.window)
+        path = plot_run(args.run_dir, args.out or run.curve, args.window)
     except ValueError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2

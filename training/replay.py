@@ -12,7 +12,8 @@ zeroed; its n-step target uses slots ``t..t+n-1`` up to the first terminal, and 
 the stack of slot ``t+n``. A slot is sampled only if its stack is not overwritten (``t-3`` is
 still in the ring) and its bootstrap slot has been written (``t+n`` before the cursor).
 
-Memory: ``capacity * (84*84 + 7)`` bytes, i.e. 7.06 GB for 1M transitions.
+Memory: ``capacity * (84*84 + 7)`` bytes, i.e. 7.06 GB for 1M transitions. The arrays live in
+memory or, durable across a resume, memory-mapped in the run directory (``training.replay_storage``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from breakout_dqn import contract
+from training.replay_storage import DurableStorage, MemoryStorage
 
 BYTES_PER_TRANSITION = contract.FRAME_HEIGHT * contract.FRAME_WIDTH + 1 + 4 + 1 + 1 + 1
 
@@ -35,6 +37,10 @@ class Batch(NamedTuple):
     discounts: np.ndarray  # float32, gamma**n, or 0 where a terminal came first
     dones: np.ndarray  # float32, 1 where the window hit a terminal
     next_states: np.ndarray
+
+
+def slots_per_env(capacity: int, num_envs: int) -> int:
+    return capacity // num_envs
 
 
 def estimate_bytes(capacity: int) -> int:
@@ -68,22 +74,19 @@ def check_fits_in_memory(capacity: int, headroom_bytes: int = 2 * 1024**3) -> No
 class ReplayBuffer:
     """Circular replay over ``num_envs`` lockstep rings of ``capacity // num_envs`` slots."""
 
-    def __init__(self, capacity: int, num_envs: int, n_step: int, gamma: float):
-        self.slots = capacity // num_envs
+    def __init__(self, capacity: int, num_envs: int, n_step: int, gamma: float,
+                 storage: MemoryStorage | DurableStorage | None = None, cursor: int = 0):
+        self.slots = slots_per_env(capacity, num_envs)
         if self.slots < n_step + contract.STACK_SIZE + 1:
             raise ValueError(f"capacity {capacity} too small for {num_envs} envs and n-step {n_step}")
         self.num_envs = num_envs
         self.n_step = n_step
         self.gamma = gamma
-        shape = (num_envs, self.slots)
-        # np.zeros maps pages lazily: memory is committed as the ring fills.
-        self.frames = np.zeros((*shape, contract.FRAME_HEIGHT, contract.FRAME_WIDTH), dtype=np.uint8)
-        self.actions = np.zeros(shape, dtype=np.uint8)
-        self.rewards = np.zeros(shape, dtype=np.float32)
-        self.terminals = np.zeros(shape, dtype=bool)
-        self.starts = np.zeros(shape, dtype=bool)
-        self.valid = np.zeros(shape, dtype=bool)
-        self.cursor = 0  # slots written per env, ever (logical time)
+        self.storage = storage if storage is not None else MemoryStorage(num_envs, self.slots)
+        arrays = self.storage.arrays
+        self.frames, self.actions, self.rewards = arrays["frames"], arrays["actions"], arrays["rewards"]
+        self.terminals, self.starts, self.valid = arrays["terminals"], arrays["starts"], arrays["valid"]
+        self.cursor = cursor  # slots written per env, ever (logical time)
         self._discount_powers = gamma ** np.arange(n_step, dtype=np.float64)
 
     def __len__(self) -> int:
@@ -100,13 +103,22 @@ class ReplayBuffer:
     ) -> None:
         """Write one slot per env. ``newest_frames`` is ``[num_envs,84,84]`` uint8."""
         slot = self.cursor % self.slots
+        if self.cursor >= self.slots:
+            self.storage.before_overwrite(slot, self.cursor - self.slots)
         self.frames[:, slot] = newest_frames
         self.actions[:, slot] = actions
         self.rewards[:, slot] = np.sign(rewards)
         self.terminals[:, slot] = terminals
         self.starts[:, slot] = starts
         self.valid[:, slot] = valid
+        self.storage.times[slot] = self.cursor
         self.cursor += 1
+
+    def cut_episodes(self) -> None:
+        """End every env's bootstrapped return at the newest slot: the games restart after a resume,
+        so the next slot does not follow it (treated like a truncation, as a time limit is)."""
+        if self.cursor:
+            self.terminals[:, (self.cursor - 1) % self.slots] = True
 
     def sampleable_range(self) -> tuple[int, int]:
         """Inclusive logical slot range whose stacks and bootstrap slots are intact."""

@@ -52,3 +52,53 @@ def test_play_games_plays_each_env_s_quota_and_reports_raw_scores() -> None:
     summary = atari.summarize(results)
     assert summary["episodes"] == 5 and summary["min"] >= 0
     assert summary["mean"] == np.mean([r.score for r in results])
+
+
+class ScriptedEnv:
+    """A two-game vector env whose steps are scripted: (rewards, terminated, truncated, lives)."""
+
+    num_envs = 2
+
+    def __init__(self, script: list[tuple[list[float], list[bool], list[bool], list[int]]]):
+        self.script, self.sent = script, []
+
+    def reset(self, seed=None):
+        return np.zeros((2, 4, 84, 84), np.uint8), {"lives": np.array([5, 5]), "episode_frame_number": np.zeros(2)}
+
+    def step(self, actions):
+        self.sent.append(actions.tolist())
+        rewards, terminated, truncated, lives = self.script[len(self.sent) - 1]
+        info = {"lives": np.array(lives), "episode_frame_number": np.full(2, 4 * len(self.sent))}
+        return (np.full((2, 4, 84, 84), len(self.sent), np.uint8), np.array(rewards), np.array(terminated),
+                np.array(truncated), info)
+
+    def close(self):
+        pass
+
+
+def test_the_stepper_presses_fire_after_a_lost_life_and_marks_the_autoreset_step() -> None:
+    env = ScriptedEnv([
+        ([1.0, 0.0], [True, False], [False, False], [4, 5]),  # env 0 loses a life (life_loss_info)
+        ([0.0, 4.0], [False, True], [False, False], [4, 0]),  # env 1 loses its last life: game over
+        ([7.0, 9.0], [False, False], [False, False], [4, 5]),  # env 1's autoreset step (action ignored)
+        ([0.0, 1.0], [False, False], [False, True], [4, 5]),  # env 1 is cut at the frame cap
+    ])
+    games = atari.GameStepper(env)
+    games.reset(seed=0)
+    steps = [games.step(np.array([3, 3])) for _ in range(4)]
+    assert env.sent == [[3, 3], [1, 3], [3, 3], [3, 3]]  # FIRE right after env 0's lost life, once
+    assert [s.real.tolist() for s in steps] == [[True, True], [True, True], [True, False], [True, True]]
+    assert [s.terminal.tolist() for s in steps] == [[True, False], [False, True], [False, False], [False, True]]
+    assert [s.game_over.tolist() for s in steps] == [[False, False], [False, True], [False, False], [False, True]]
+    assert [s.state_opens_game.tolist() for s in steps] == [[True, True], [False, False], [False, False],
+                                                             [False, True]]
+    assert steps[2].rewards.tolist() == [7.0, 0.0]  # nothing scores on the autoreset step
+    assert steps[3].truncated.tolist() == [False, True]
+
+    from training.episodes import EpisodeStats
+
+    stats = EpisodeStats(2)
+    finished = [stats.record(step) for step in steps]
+    assert finished == [[], [(4.0, 8)], [], [(1.0, 16)]]  # (raw score, frames) of each finished game
+    assert list(stats.recent_life_rewards) == [1.0, 1.0, 1.0]  # clipped reward per ended life
+    assert stats.games == 2 and stats.lives == 3 and stats.recent_score == 2.5

@@ -1,28 +1,52 @@
-"""``--out`` handling: refuse to clobber a run, never mix two runs' metrics."""
+"""``--out`` handling: refuse to clobber a run, never mix two runs' metrics, tell runs apart."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from training.train import RunDirectoryError, prepare_run_directory
+from training.checkpoint import save_checkpoint
+from training.run_directory import RunDirectory, RunDirectoryError, main
 
 
 def test_a_run_is_never_overwritten_and_resume_needs_a_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "model.keras").write_bytes(b"model")
+    run = RunDirectory(tmp_path)
     with pytest.raises(RunDirectoryError, match="already holds a run"):
-        prepare_run_directory(tmp_path, resume=False)
+        run.prepare(resume=False)
     with pytest.raises(RunDirectoryError, match="no checkpoint"):
-        prepare_run_directory(tmp_path, resume=True)
+        run.prepare(resume=True)
     assert (tmp_path / "model.keras").read_bytes() == b"model"
 
 
 def test_metrics_of_a_run_stopped_before_its_first_checkpoint_are_moved_aside(tmp_path: Path,
                                                                               capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "metrics.jsonl").write_text('{"type": "train", "step": 5000}\n')
-    prepare_run_directory(tmp_path, resume=False)
+    RunDirectory(tmp_path).prepare(resume=False)
     assert not (tmp_path / "metrics.jsonl").exists()  # the new run starts its own file
     kept = list(tmp_path.glob("metrics.abandoned-*.jsonl"))
     assert len(kept) == 1 and kept[0].read_text() == '{"type": "train", "step": 5000}\n'
     assert kept[0].name in capsys.readouterr().out
+
+
+def test_newest_checkpoint_step_and_its_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = RunDirectory(tmp_path)
+    assert run.newest_checkpoint_step() is None
+    assert main(["newest-step", str(tmp_path)]) == 1
+    for step in (400, 1200, 800):
+        save_checkpoint(run.checkpoints, step, {"online": [np.zeros(2)]}, {"step": step}, keep=5)
+    assert run.newest_checkpoint_step() == 1200
+    capsys.readouterr()
+    assert main(["newest-step", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == "1200"
+    assert main(["oldest-step", str(tmp_path)]) == 2
+
+
+def test_differences_ignore_the_settings_a_piece_may_change(tmp_path: Path) -> None:
+    run = RunDirectory(tmp_path)
+    run.config.write_text(json.dumps({"seed": 1, "steps": 1000, "out": "a", "learning_rate": 1e-4}))
+    assert run.differences({"seed": 1, "steps": 5000, "out": "b", "resume": True, "learning_rate": 1e-4}) == []
+    assert run.differences({"seed": 2, "steps": 1000, "learning_rate": 1e-4}) == ["seed: 1 here, 2 asked"]

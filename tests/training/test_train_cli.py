@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 TINY = ["--steps", "400", "--num-envs", "4", "--learning-starts", "200", "--random-steps", "100",
@@ -137,36 +138,74 @@ def test_resume_with_another_architecture_is_a_one_line_error(tiny_run: Path, tm
     assert [digest(path) for path in kept] == before
 
 
-def test_resume_after_sigkill_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
-    out = tmp_path / "killed"
-    flags = [*TINY]
+def newest_step(out: Path) -> int:
+    saved = sorted((out / "checkpoints").glob("checkpoint-*.npz"))
+    assert saved, f"no checkpoint in {out}"
+    return int(saved[-1].stem.split("-")[1])
+
+
+def test_resume_after_sigkill_continues_from_the_checkpoint_with_its_exact_replay(tmp_path: Path) -> None:
+    # Random actions throughout: the games, hence the replay, are a function of the seed alone, so an
+    # uninterrupted run to the same step shows what the replay held at the checkpoint.
+    flags = [*TINY, "--random-steps", "100000", "--replay-capacity", "800", "--checkpoint-every", "400"]
     flags[flags.index("--steps") + 1] = "100000"
+    out = tmp_path / "killed"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen([sys.executable, "-m", "breakout_dqn.cli", "train", "--out", str(out), *flags],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    checkpoints = out / "checkpoints"
     deadline = time.time() + 240
-    try:
-        while time.time() < deadline and not list(checkpoints.glob("checkpoint-000000000400.npz")):
-            time.sleep(0.2)
+    try:  # the ring (200 slots of 4 games) has wrapped twice by step 1,600
+        while time.time() < deadline and not list(out.glob("checkpoints/checkpoint-000000001600.npz")):
+            time.sleep(0.1)
+        time.sleep(1.0)  # and goes on writing past the checkpoint
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    saved = sorted(checkpoints.glob("checkpoint-*.npz"))
-    assert saved, "no checkpoint was written before the kill"
-    saved_step = int(saved[-1].stem.split("-")[1])
-    assert saved_step >= 400
-    result = run_cli("train", "--out", str(out), "--resume", "--steps", str(saved_step + 200),
-                     "--learning-starts", "100")
+    saved_step = newest_step(out)
+    assert saved_step >= 1600
+
+    twin = tmp_path / "uninterrupted"
+    result = run_cli("train", "--out", str(twin), *flags[:flags.index("--steps")], "--steps", str(saved_step),
+                     *flags[flags.index("--steps") + 2:])
+    assert result.returncode == 0, result.stderr[-3000:]
+    from training.replay_storage import FIELDS, DurableStorage
+
+    slots = 800 // 4
+    cursor = saved_step // 4
+    restored = DurableStorage.open(out / "replay", 4, slots, cursor)
+    expected = DurableStorage.open(twin / "replay", 4, slots, cursor)
+    for name in FIELDS:
+        np.testing.assert_array_equal(restored.arrays[name], expected.arrays[name], err_msg=name)
+    np.testing.assert_array_equal(restored.times, expected.times)
+    restored.close()
+    expected.close()
+
+    result = run_cli("train", "--out", str(out), "--resume", "--steps", str(saved_step + 400))
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resumed from checkpoint-{saved_step:012d}.npz at step {saved_step:,}" in result.stdout
+    assert f"replay restored: {800:,} transitions" in result.stdout
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    steps_after_resume = [r["step"] for r in records if r["type"] == "train" and r["step"] > saved_step]
-    assert steps_after_resume and steps_after_resume[-1] == saved_step + 200
+    updates = {r["step"]: r["updates"] for r in records if r["type"] == "train"}
+    # Learning goes on at once (no refill): one update per 4 agent steps from the resumed step.
+    assert updates[saved_step + 100] == updates[saved_step] + 100 // 4
+    assert updates[saved_step + 400] == updates[saved_step] + 400 // 4
     evaluation = json.loads((out / "eval.json").read_text())
-    assert evaluation["train_agent_steps"] == saved_step + 200
-    resumed_updates = [r["updates"] for r in records if r["type"] == "train"][-1]
-    assert resumed_updates > (saved_step - 200) // 4  # the update counter continued, not restarted
+    assert evaluation["train_agent_steps"] == saved_step + 400
+
+
+def test_resume_without_a_durable_replay_refills_before_learning(tmp_path: Path) -> None:
+    out = tmp_path / "memory"
+    flags = [*TINY, "--no-durable-replay"]
+    result = run_cli("train", "--out", str(out), *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (out / "replay").exists()
+    result = run_cli("train", "--out", str(out), "--resume", "--steps", "800")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replay restored" not in result.stdout
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    updates = {r["step"]: r["updates"] for r in records if r["type"] == "train"}
+    assert updates[600] == updates[400]  # --learning-starts 200 steps of refill first
+    assert updates[800] == updates[600] + 200 // 4
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path: Path) -> None:

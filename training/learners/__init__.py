@@ -1,17 +1,49 @@
-"""The compiled gradient step behind a small seam: one learner per Keras backend.
+"""The compiled gradient step behind one seam: the ``Learner`` protocol, one learner per Keras backend.
 
-A learner owns the online and target networks and the optimizer, and offers
-``update(batch) -> (loss, mean_q)``, ``act(frames) -> greedy actions``, ``update_and_act(batches,
-frames)`` (the training loop's one compiled call per vector step), ``sync_target()``,
-``state() / load_state(state)`` (numpy arrays for checkpoints) and ``sync_to_model()``
-(writes its weights into ``online`` for saving). The math is shared: ``training.losses``.
+The math is shared (``training.losses``); each backend compiles it its own way.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import keras
+import numpy as np
 
 from training.config import TrainConfig
+from training.replay import Batch
+
+
+class Learner(Protocol):
+    """What the DQN loop talks to. Frames are uint8 ``[N,84,84,4]``; actions int32 ``[N]``."""
+
+    def act(self, frames: np.ndarray) -> np.ndarray:
+        """Greedy actions of the online network."""
+        ...
+
+    def update(self, batch: Batch) -> tuple[float, float]:
+        """One gradient step; returns (TD loss, mean Q(s, a))."""
+        ...
+
+    def update_and_act(self, batches: list[Batch], frames: np.ndarray) -> tuple[list[float], list[float], np.ndarray]:
+        """One update per batch in order, then the greedy actions for ``frames``: one compiled call."""
+        ...
+
+    def sync_target(self) -> None:
+        """Copy the online weights into the target network."""
+        ...
+
+    def state(self) -> dict[str, list[np.ndarray]]:
+        """Online and target weights and the optimizer's state, as numpy arrays (for checkpoints)."""
+        ...
+
+    def load_state(self, state: dict[str, list[np.ndarray]]) -> None:
+        """Restore ``state()``; ValueError names what does not fit."""
+        ...
+
+    def export_model(self) -> keras.Model:
+        """The online network with the current weights, computing in float32 (the saved artifact)."""
+        ...
 
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
@@ -23,7 +55,8 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     )
 
 
-def make_learner(config: TrainConfig, online: keras.Model, target: keras.Model):
+def make_learner(config: TrainConfig, online: keras.Model, target: keras.Model) -> Learner:
+    """The learner of the active Keras backend, over the given online and target networks."""
     backend = keras.backend.backend()
     optimizer = make_optimizer(config)
     if backend == "tensorflow":
@@ -35,3 +68,14 @@ def make_learner(config: TrainConfig, online: keras.Model, target: keras.Model):
 
         return JaxLearner(config, online, target, optimizer)
     raise RuntimeError(f"KERAS_BACKEND={backend!r} is not supported; use tensorflow or jax")
+
+
+def build_learner(config: TrainConfig) -> Learner:
+    """Online and target networks as configured (architecture, precision), then their learner."""
+    from training.model import build_q_network
+
+    online = build_q_network(dueling=config.dueling, name="online", precision=config.precision)
+    target = build_q_network(dueling=config.dueling, name="target", precision=config.precision)
+    learner = make_learner(config, online, target)
+    learner.sync_target()
+    return learner

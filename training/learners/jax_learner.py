@@ -10,6 +10,7 @@ from keras import ops
 from training.config import TrainConfig
 from training.learners.state import learner_arrays, restore_learner_arrays
 from training.losses import td_loss, td_targets
+from training.model import float32_copy
 from training.replay import Batch
 
 
@@ -18,6 +19,7 @@ class JaxLearner:
 
     def __init__(self, config: TrainConfig, online, target, optimizer):
         self.online, self.target, self.optimizer = online, target, optimizer
+        self.dueling = config.dueling
         optimizer.build(online.trainable_variables)
         self.trainable = [v.value for v in online.trainable_variables]
         self.non_trainable = [v.value for v in online.non_trainable_variables]
@@ -88,6 +90,10 @@ class JaxLearner:
             variable.assign(value)
         for variable, value in zip(self.optimizer.variables, self.optimizer_state, strict=True):
             variable.assign(value)
+
+    def export_model(self):
+        self.sync_to_model()
+        return float32_copy(self.online, self.dueling)
 
     def state(self) -> dict[str, list[np.ndarray]]:
         self.sync_to_model()

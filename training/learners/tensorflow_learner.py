@@ -8,6 +8,7 @@ import tensorflow as tf
 from training.config import TrainConfig
 from training.learners.state import learner_arrays, restore_learner_arrays
 from training.losses import td_loss, td_targets
+from training.model import float32_copy
 from training.replay import Batch
 
 
@@ -16,6 +17,7 @@ class TensorFlowLearner:
 
     def __init__(self, config: TrainConfig, online, target, optimizer):
         self.online, self.target, self.optimizer = online, target, optimizer
+        self.dueling = config.dueling
         optimizer.build(online.trainable_variables)
         double, terminal_target, loss_name = config.double_dqn, config.terminal_target, config.loss
 
@@ -71,8 +73,8 @@ class TensorFlowLearner:
     def sync_target(self) -> None:
         self._sync_target()
 
-    def sync_to_model(self) -> None:
-        """Weights already live in ``online``'s variables."""
+    def export_model(self):
+        return float32_copy(self.online, self.dueling)
 
     def state(self) -> dict[str, list[np.ndarray]]:
         return learner_arrays(self.online, self.target, self.optimizer)

@@ -1,0 +1,125 @@
+"""The run directory (``train --out``): its layout, preparing it, and what it holds.
+
+One owner for the file names that training, metrics, plot, export and ``scripts/ship_reference.sh``
+read. ``python -m training.run_directory newest-step RUN`` prints the newest checkpoint's step (for
+shell scripts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from training.checkpoint import PATTERN, list_checkpoints
+
+
+class RunDirectoryError(ValueError):
+    """``--out`` cannot be used; the message says why."""
+
+
+# Settings that may differ between the pieces of one run (``--auto-resume`` ignores them).
+PIECE_SETTINGS = frozenset({"out", "resume", "auto_resume", "steps", "progress"})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDirectory:
+    """The files of one run. Every path a stage reads or writes is named here."""
+
+    root: Path
+
+    @property
+    def model(self) -> Path:  # the online Q-network, float32, rewritten at each checkpoint
+        return self.root / "model.keras"
+
+    @property
+    def config(self) -> Path:  # the resolved TrainConfig
+        return self.root / "config.json"
+
+    @property
+    def metrics(self) -> Path:  # one JSON record per line (training.metrics)
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:  # checkpoint-<step>.npz (training.checkpoint)
+        return self.root / "checkpoints"
+
+    @property
+    def eval(self) -> Path:  # the final evaluation
+        return self.root / "eval.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tb"
+
+    @property
+    def replay(self) -> Path:  # the durable replay's memory-mapped arrays and journal
+        return self.root / "replay"
+
+    @property
+    def curve(self) -> Path:  # `breakout-dqn plot`'s default output
+        return self.root / "learning_curve.png"
+
+    def newest_checkpoint(self) -> Path | None:
+        found = list_checkpoints(self.checkpoints)
+        return found[-1] if found else None
+
+    def newest_checkpoint_step(self) -> int | None:
+        newest = self.newest_checkpoint()
+        match = PATTERN.match(newest.name) if newest else None
+        return int(match.group(1)) if match else None
+
+    def holds_run(self) -> bool:
+        return self.model.exists() or self.newest_checkpoint() is not None
+
+    def saved_config(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.config.read_text())
+        except (OSError, ValueError) as error:
+            raise RunDirectoryError(f"unreadable {self.config}: {error}") from None
+
+    def prepare(self, resume: bool) -> None:
+        """Create the directory and prove it is writable; refuse to clobber an earlier run."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-probe-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as error:
+            raise RunDirectoryError(f"--out {self.root} is not writable: {error.strerror or error}") from None
+        if resume and self.newest_checkpoint() is None:
+            raise RunDirectoryError(f"--resume: no checkpoint in {self.checkpoints}")
+        if not resume and self.holds_run():
+            raise RunDirectoryError(f"--out {self.root} already holds a run; use --resume to continue it "
+                                    f"or pick another --out")
+        if not resume and self.metrics.exists():  # a run stopped before its first checkpoint: start afresh
+            kept = self.root / f"metrics.abandoned-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
+            self.metrics.rename(kept)
+            print(f"{self.root} held the metrics of a run stopped before its first checkpoint: moved to "
+                  f"{kept.name}", flush=True)
+
+    def differences(self, settings: dict[str, Any]) -> list[str]:
+        """The settings (beyond ``PIECE_SETTINGS``) in which ``settings`` differ from this run's config."""
+        saved = self.saved_config()
+        return [f"{key}: {saved.get(key)!r} here, {value!r} asked" for key, value in sorted(settings.items())
+                if key not in PIECE_SETTINGS and key in saved and saved[key] != value]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "newest-step":
+        print("usage: python -m training.run_directory newest-step RUN_DIR", file=sys.stderr)
+        return 2
+    step = RunDirectory(Path(argv[1])).newest_checkpoint_step()
+    if step is None:
+        print(f"no checkpoint in {RunDirectory(Path(argv[1])).checkpoints}", file=sys.stderr)
+        return 1
+    print(step)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
