@@ -226,3 +226,26 @@ def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path: Path) -> None:
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert "checkpoint saved at step" in stderr and "--resume" in stderr
     assert list((out / "checkpoints").glob("checkpoint-*.npz")) and (out / "model.keras").is_file()
+
+
+def test_auto_resume_starts_continues_finishes_and_refuses_another_run(tmp_path: Path) -> None:
+    out = tmp_path / "job"
+    job = ["train", "--out", str(out), "--auto-resume", *TINY]  # what a restarted batch job runs again
+    first = run_cli(*job)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "resumed from" not in first.stdout
+    model = digest(out / "model.keras")
+    again = run_cli(*job)  # the job restarted after it had finished
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already finished its 400 steps" in again.stderr
+    assert json.loads(last_line(again.stdout))["train_agent_steps"] == 400
+    assert digest(out / "model.keras") == model
+    longer = [*job]
+    longer[longer.index("--steps") + 1] = "600"
+    extended = run_cli(*longer)
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    assert "resumed from checkpoint-000000000400.npz" in extended.stdout
+    other = [*job, "--seed", "3"]
+    refused = run_cli(*other)
+    assert refused.returncode == 2
+    assert "holds another run (seed: 0 here, 3 asked)" in one_error_line(refused.stderr)
