@@ -18,8 +18,11 @@ def _flag(help_text: str, choices: tuple[str, ...] | None = None, **kwargs: Any)
 class TrainConfig:
     """Every setting of a run. Units: 1 agent step = 4 emulator frames, per env."""
 
-    preset: str = _flag("settings bundle applied before explicit flags: default | cleanrl | keras-example",
+    preset: str = _flag("settings bundle applied before explicit flags: default | cleanrl | pqn | keras-example",
                         default="default")
+    algorithm: str = _flag(
+        "dqn (replay + target network) | pqn (no replay, no target network: Q(lambda) over short rollouts of "
+        "many games)", choices=("dqn", "pqn"), default="dqn")
     out: str = _flag("run directory (model.keras, config.json, metrics.jsonl, checkpoints/, eval.json, tb/)",
                      default="runs/breakout")
     resume: bool = _flag("continue the run in --out from its latest checkpoint", default=False)
@@ -38,6 +41,11 @@ class TrainConfig:
     batch_size: int = _flag("transitions per update", default=32)
     n_step: int = _flag("n-step return length (Sutton 1988; Rainbow uses 3)", default=3)
     gamma: float = _flag("discount per agent step", default=0.99)
+    # PQN (Gallici et al. 2024): on-policy rollouts instead of replay
+    rollout_steps: int = _flag("PQN: agent steps per game in each rollout", default=32)
+    minibatches: int = _flag("PQN: minibatches per epoch over a rollout", default=32)
+    epochs: int = _flag("PQN: passes over each rollout", default=2)
+    q_lambda: float = _flag("PQN: lambda of the Q(lambda) targets", default=0.65)
     # Schedule
     learning_starts: int = _flag("agent steps collected before the first update", default=20_000)
     random_steps: int = _flag("agent steps of uniformly random actions at the start", default=20_000)
@@ -49,13 +57,18 @@ class TrainConfig:
         "agent steps of linear epsilon decay from step 0 (absolute: how a run is split does not change it)",
         default=100_000)
     # Optimiser and loss
-    learning_rate: float = _flag("Adam learning rate", default=1e-4)
-    adam_epsilon: float = _flag("Adam epsilon", default=1.5e-4)
+    optimizer: str = _flag("adam | radam (Liu et al. 2020; PQN's)", choices=("adam", "radam"), default="adam")
+    learning_rate: float = _flag("optimizer learning rate", default=1e-4)
+    learning_rate_decay_steps: int = _flag(
+        "agent steps of linear learning-rate decay to 0 from step 0 (absolute); 0 = constant", default=0)
+    adam_epsilon: float = _flag("Adam / RAdam epsilon", default=1.5e-4)
     clipnorm: float = _flag("clip each gradient tensor to this L2 norm; 0 = off", default=0.0)
     global_clipnorm: float = _flag("clip the global gradient L2 norm; 0 = off", default=10.0)
     loss: str = _flag("TD loss: huber (Nature DQN) | mse (CleanRL)", choices=("huber", "mse"), default="huber")
     double_dqn: bool = _flag("Double DQN targets (van Hasselt et al. 2016)", default=True)
     dueling: bool = _flag("dueling value/advantage head (Wang et al. 2016)", default=True)
+    layer_norm: bool = _flag("LayerNorm after each conv and hidden dense layer, before ReLU (PQN's network)",
+                             default=False)
     terminal_target: float | None = _flag(
         "TD target forced at terminal transitions (unset = the n-step return alone)", default=None)
     # Compute
@@ -116,6 +129,39 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_starts": 80_000,
         "random_steps": 0,
         "replay_capacity": 1_000_000,
+    },
+    # PQN as purejaxql's pqn_atari.yaml runs it: 128 games x 32-step rollouts, 2 epochs of 32
+    # minibatches (128 transitions each), Q(lambda=0.65) targets, RAdam 2.5e-4 (constant), global
+    # grad-norm clip 10, LayerNorm network, epsilon 1.0 -> 0.001 over the first 1M agent steps (10% of
+    # its 10M), MSE loss. Per agent step: one acting pass and two training passes (a third of DQN's
+    # network work at one update of 32 per 4 steps, counting the target and backward passes).
+    "pqn": {
+        "algorithm": "pqn",
+        "steps": 10_000_000,
+        "num_envs": 128,
+        "rollout_steps": 32,
+        "minibatches": 32,
+        "epochs": 2,
+        "q_lambda": 0.65,
+        "gamma": 0.99,
+        "optimizer": "radam",
+        "learning_rate": 2.5e-4,
+        "adam_epsilon": 1e-8,
+        "clipnorm": 0.0,
+        "global_clipnorm": 10.0,
+        "loss": "mse",
+        "layer_norm": True,
+        "double_dqn": False,
+        "dueling": False,
+        "n_step": 1,
+        "epsilon_end": 0.001,
+        "epsilon_decay_steps": 1_000_000,
+        "learning_starts": 0,
+        "random_steps": 0,
+        "durable_replay": False,
+        "checkpoint_every": 250_000,
+        "log_every": 16_384,
+        "eval_every": 500_000,
     },
     # The Keras example, exactly: wrap_deepmind envs (per-life episodes, clipped rewards), updates
     # start as soon as the buffer holds more than one batch, 50k fully random steps, epsilon decays
@@ -187,12 +233,13 @@ def resolve(explicit: dict[str, Any]) -> TrainConfig:
 
 def validate(config: TrainConfig) -> None:
     positive = ["steps", "num_envs", "replay_capacity", "batch_size", "n_step", "train_frequency",
-                "target_update", "epsilon_decay_steps", "checkpoint_every", "keep_checkpoints", "log_every",
+                "target_update", "epsilon_decay_steps", "rollout_steps", "minibatches", "epochs", "checkpoint_every",
+                "keep_checkpoints", "log_every",
                 "final_eval_episodes"]
     for name in positive:
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
-    non_negative = ["learning_starts", "random_steps", "noop_max", "eval_every",
+    non_negative = ["learning_starts", "random_steps", "noop_max", "learning_rate_decay_steps", "eval_every",
                     "eval_episodes", "clipnorm", "global_clipnorm"]
     for name in non_negative:
         if getattr(config, name) < 0:
@@ -209,12 +256,28 @@ def validate(config: TrainConfig) -> None:
             raise ConfigError(f"--{flag} must be one of {list(choices)}, got {value!r}")
     if config.learning_rate <= 0:
         raise ConfigError(f"--learning-rate must be > 0, got {config.learning_rate}")
+    if not 0.0 <= config.q_lambda <= 1.0:
+        raise ConfigError(f"--q-lambda must be in [0, 1], got {config.q_lambda}")
+    if config.algorithm == "pqn":
+        validate_pqn(config)
+        return
     per_env = config.replay_capacity // config.num_envs
     if per_env < config.n_step + 8:
         raise ConfigError(
             f"--replay-capacity {config.replay_capacity} is too small for {config.num_envs} envs "
             f"and n-step {config.n_step}: need at least {(config.n_step + 8) * config.num_envs}"
         )
+
+
+def validate_pqn(config: TrainConfig) -> None:
+    rollout = config.num_envs * config.rollout_steps
+    if rollout % config.minibatches:
+        raise ConfigError(f"--minibatches {config.minibatches} must divide a rollout of {rollout} transitions "
+                          f"(--num-envs x --rollout-steps)")
+    for name in ("double_dqn", "dueling"):
+        if getattr(config, name):
+            raise ConfigError(f"--{name.replace('_', '-')} is a DQN setting (PQN has no target network); "
+                              f"pass --no-{name.replace('_', '-')}")
 
 
 def save_config(config: TrainConfig, path: Path) -> None:

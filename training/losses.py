@@ -35,16 +35,21 @@ def huber(errors, delta: float = 1.0):
 LOSSES = ("huber", "mse")
 
 
-def td_loss(q_values, actions, targets, loss: str = "huber"):
+def td_loss(q_values, actions, targets, loss: str = "huber", weights=None):
     """Mean TD loss between ``Q(s, a)`` and the targets; also returns ``Q(s, a)``.
 
     ``huber``: the Nature DQN's (quadratic within 1, linear beyond). ``mse``: the mean squared
-    TD error, as CleanRL's ``F.mse_loss`` (no factor 1/2).
+    TD error, as CleanRL's ``F.mse_loss`` (no factor 1/2). ``weights`` (0 or 1 per row) leaves rows
+    out of the mean without changing the batch's shape (PQN's autoreset slots).
     """
     taken = ops.sum(q_values * ops.one_hot(actions, contract.NUM_ACTIONS), axis=1)
     errors = targets - taken
     if loss == "huber":
-        return ops.mean(huber(errors)), taken
-    if loss == "mse":
-        return ops.mean(ops.square(errors)), taken
-    raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+        per_row = huber(errors)
+    elif loss == "mse":
+        per_row = ops.square(errors)
+    else:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+    if weights is None:
+        return ops.mean(per_row), taken
+    return ops.sum(per_row * weights) / ops.maximum(ops.sum(weights), 1.0), taken

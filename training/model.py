@@ -31,37 +31,54 @@ class DuelingCombine(layers.Layer):
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
-def build_q_network(dueling: bool = False, name: str = "q_network", precision: str = "float32") -> keras.Model:
+LAYER_NORM_EPSILON = 1e-6  # flax's default, as purejaxql's PQN uses (Keras' own default is 1e-3)
+
+
+def build_q_network(dueling: bool = False, name: str = "q_network", precision: str = "float32",
+                    layer_norm: bool = False) -> keras.Model:
     """Nature CNN (Mnih et al. 2015): uint8 ``frames [N,84,84,4]`` -> float32 ``q_values [N,4]``.
 
-    ``precision="bfloat16"`` computes the hidden layers under Keras' ``mixed_bfloat16`` policy
-    (float32 weights, bfloat16 arithmetic); the output layers stay float32, and the weights are
-    the same list as the float32 network's, so ``float32_copy`` makes the exported artifact.
+    ``layer_norm`` puts a LayerNorm (over channels, epsilon 1e-6) after each conv and the hidden
+    dense layer, before its ReLU, with He-normal kernels: PQN's network (Gallici et al. 2024, as
+    purejaxql builds it). ``precision="bfloat16"`` computes the hidden layers under Keras'
+    ``mixed_bfloat16`` policy (float32 weights, bfloat16 arithmetic); the output layers stay
+    float32, and the weights are the same list as the float32 network's, so ``float32_copy`` makes
+    the exported artifact.
     """
     policy = PRECISIONS[precision]
+
+    def block(layer: layers.Layer, inputs, label: str):
+        if not layer_norm:
+            return layer(inputs)
+        x = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=f"{label}_norm", dtype=policy)(layer(inputs))
+        return layers.ReLU(name=f"{label}_relu", dtype=policy)(x)
+
+    activation = None if layer_norm else "relu"
+    kernels = "he_normal" if layer_norm else "glorot_uniform"
+    conv = dict(activation=activation, kernel_initializer=kernels, dtype=policy)
     frames = keras.Input(shape=contract.STACK_SHAPE, dtype="uint8", name=contract.INPUT_NAME)
     x = ScaleFrames(name="scale", dtype=policy)(frames)
-    x = layers.Conv2D(32, 8, strides=4, activation="relu", name="conv1", dtype=policy)(x)
-    x = layers.Conv2D(64, 4, strides=2, activation="relu", name="conv2", dtype=policy)(x)
-    x = layers.Conv2D(64, 3, strides=1, activation="relu", name="conv3", dtype=policy)(x)
+    x = block(layers.Conv2D(32, 8, strides=4, name="conv1", **conv), x, "conv1")
+    x = block(layers.Conv2D(64, 4, strides=2, name="conv2", **conv), x, "conv2")
+    x = block(layers.Conv2D(64, 3, strides=1, name="conv3", **conv), x, "conv3")
     x = layers.Flatten(name="flatten", dtype=policy)(x)
     if dueling:
-        value = layers.Dense(512, activation="relu", name="value_hidden", dtype=policy)(x)
+        value = block(layers.Dense(512, name="value_hidden", **conv), x, "value_hidden")
         value = layers.Dense(1, name="value", dtype="float32")(value)
-        advantages = layers.Dense(512, activation="relu", name="advantage_hidden", dtype=policy)(x)
+        advantages = block(layers.Dense(512, name="advantage_hidden", **conv), x, "advantage_hidden")
         advantages = layers.Dense(contract.NUM_ACTIONS, name="advantages", dtype="float32")(advantages)
         q_values = DuelingCombine(name=contract.OUTPUT_NAME, dtype="float32")([value, advantages])
     else:
-        x = layers.Dense(512, activation="relu", name="hidden", dtype=policy)(x)
+        x = block(layers.Dense(512, name="hidden", **conv), x, "hidden")
         q_values = layers.Dense(contract.NUM_ACTIONS, name=contract.OUTPUT_NAME, dtype="float32")(x)
     return keras.Model(inputs=frames, outputs=q_values, name=name)
 
 
-def float32_copy(model: keras.Model, dueling: bool) -> keras.Model:
+def float32_copy(model: keras.Model, dueling: bool, layer_norm: bool = False) -> keras.Model:
     """``model`` itself if it computes in float32, else a float32 network with its weights."""
     if all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
-    copy = build_q_network(dueling=dueling, name=model.name)
+    copy = build_q_network(dueling=dueling, name=model.name, layer_norm=layer_norm)
     copy.set_weights(model.get_weights())
     return copy
 

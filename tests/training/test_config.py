@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from training.config import ConfigError, TrainConfig, build_parser, resolve
-from training.train import epsilon_at
+from training.session import epsilon_at
 
 
 def parse(*argv: str) -> TrainConfig:

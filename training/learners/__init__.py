@@ -14,23 +14,14 @@ from training.config import TrainConfig
 from training.replay import Batch
 
 
-class Learner(Protocol):
-    """What the DQN loop talks to. Frames are uint8 ``[N,84,84,4]``; actions int32 ``[N]``."""
+class CheckpointedLearner(Protocol):
+    """What every run needs of a learner: acting (evaluation), checkpoints and the saved model.
+
+    Frames are uint8 ``[N,84,84,4]``; actions int32 ``[N]``.
+    """
 
     def act(self, frames: np.ndarray) -> np.ndarray:
         """Greedy actions of the online network."""
-        ...
-
-    def update(self, batch: Batch) -> tuple[float, float]:
-        """One gradient step; returns (TD loss, mean Q(s, a))."""
-        ...
-
-    def update_and_act(self, batches: list[Batch], frames: np.ndarray) -> tuple[list[float], list[float], np.ndarray]:
-        """One update per batch in order, then the greedy actions for ``frames``: one compiled call."""
-        ...
-
-    def sync_target(self) -> None:
-        """Copy the online weights into the target network."""
         ...
 
     def state(self) -> dict[str, list[np.ndarray]]:
@@ -46,13 +37,43 @@ class Learner(Protocol):
         ...
 
 
+class Learner(CheckpointedLearner, Protocol):
+    """What the DQN loop talks to."""
+
+    def update(self, batch: Batch) -> tuple[float, float]:
+        """One gradient step; returns (TD loss, mean Q(s, a))."""
+        ...
+
+    def update_and_act(self, batches: list[Batch], frames: np.ndarray) -> tuple[list[float], list[float], np.ndarray]:
+        """One update per batch in order, then the greedy actions for ``frames``: one compiled call."""
+        ...
+
+    def sync_target(self) -> None:
+        """Copy the online weights into the target network."""
+        ...
+
+
+def updates_per_agent_step(config: TrainConfig) -> float:
+    """Gradient updates per agent step: the unit conversion for schedules counted in optimizer steps."""
+    if config.algorithm == "pqn":
+        return config.minibatches * config.epochs / (config.num_envs * config.rollout_steps)
+    return 1.0 / config.train_frequency
+
+
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
-    return keras.optimizers.Adam(
-        learning_rate=config.learning_rate,
-        epsilon=config.adam_epsilon,
-        clipnorm=config.clipnorm or None,
-        global_clipnorm=config.global_clipnorm or None,
-    )
+    """Adam or RAdam; the learning rate decays linearly to 0 over ``learning_rate_decay_steps`` if set."""
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
+    if config.learning_rate_decay_steps:
+        decay_updates = max(1, round(config.learning_rate_decay_steps * updates_per_agent_step(config)))
+        learning_rate = keras.optimizers.schedules.PolynomialDecay(config.learning_rate, decay_updates, 0.0)
+    clipnorm, global_clipnorm = config.clipnorm or None, config.global_clipnorm or None
+    if config.optimizer == "radam":
+        from training.radam import RAdam
+
+        return RAdam(learning_rate=learning_rate, epsilon=config.adam_epsilon, clipnorm=clipnorm,
+                     global_clipnorm=global_clipnorm)
+    return keras.optimizers.Adam(learning_rate=learning_rate, epsilon=config.adam_epsilon, clipnorm=clipnorm,
+                                 global_clipnorm=global_clipnorm)
 
 
 def make_learner(config: TrainConfig, online: keras.Model, target: keras.Model) -> Learner:
@@ -70,12 +91,20 @@ def make_learner(config: TrainConfig, online: keras.Model, target: keras.Model) 
     raise RuntimeError(f"KERAS_BACKEND={backend!r} is not supported; use tensorflow or jax")
 
 
-def build_learner(config: TrainConfig) -> Learner:
-    """Online and target networks as configured (architecture, precision), then their learner."""
+def build_learner(config: TrainConfig) -> CheckpointedLearner:
+    """The networks as configured (architecture, precision), then the algorithm's learner."""
     from training.model import build_q_network
 
-    online = build_q_network(dueling=config.dueling, name="online", precision=config.precision)
-    target = build_q_network(dueling=config.dueling, name="target", precision=config.precision)
-    learner = make_learner(config, online, target)
+    def network(name: str) -> keras.Model:
+        return build_q_network(dueling=config.dueling, name=name, precision=config.precision,
+                               layer_norm=config.layer_norm)
+
+    if config.algorithm == "pqn":
+        if keras.backend.backend() != "tensorflow":
+            raise RuntimeError("--algorithm pqn runs on Keras' TensorFlow backend")
+        from training.learners.pqn_learner import PQNLearner
+
+        return PQNLearner(config, network("online"), make_optimizer(config))
+    learner = make_learner(config, network("online"), network("target"))
     learner.sync_target()
     return learner

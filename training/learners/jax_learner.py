@@ -19,7 +19,7 @@ class JaxLearner:
 
     def __init__(self, config: TrainConfig, online, target, optimizer):
         self.online, self.target, self.optimizer = online, target, optimizer
-        self.dueling = config.dueling
+        self.dueling, self.layer_norm = config.dueling, config.layer_norm
         optimizer.build(online.trainable_variables)
         self.trainable = [v.value for v in online.trainable_variables]
         self.non_trainable = [v.value for v in online.non_trainable_variables]
@@ -93,7 +93,7 @@ class JaxLearner:
 
     def export_model(self):
         self.sync_to_model()
-        return float32_copy(self.online, self.dueling)
+        return float32_copy(self.online, self.dueling, self.layer_norm)
 
     def state(self) -> dict[str, list[np.ndarray]]:
         self.sync_to_model()

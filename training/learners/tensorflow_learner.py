@@ -17,7 +17,7 @@ class TensorFlowLearner:
 
     def __init__(self, config: TrainConfig, online, target, optimizer):
         self.online, self.target, self.optimizer = online, target, optimizer
-        self.dueling = config.dueling
+        self.dueling, self.layer_norm = config.dueling, config.layer_norm
         optimizer.build(online.trainable_variables)
         double, terminal_target, loss_name = config.double_dqn, config.terminal_target, config.loss
 
@@ -74,7 +74,7 @@ class TensorFlowLearner:
         self._sync_target()
 
     def export_model(self):
-        return float32_copy(self.online, self.dueling)
+        return float32_copy(self.online, self.dueling, self.layer_norm)
 
     def state(self) -> dict[str, list[np.ndarray]]:
         return learner_arrays(self.online, self.target, self.optimizer)

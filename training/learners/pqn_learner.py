@@ -1,0 +1,73 @@
+"""PQN's learner on Keras' TensorFlow backend: one network, no target, minibatch epochs over a rollout."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from training.config import TrainConfig
+from training.learners.state import assign_arrays
+from training.losses import td_loss
+from training.model import float32_copy
+
+
+class PQNLearner:
+    """The online network, its optimizer, a compiled acting pass and a compiled minibatch step."""
+
+    def __init__(self, config: TrainConfig, online, optimizer):
+        self.online, self.optimizer, self.config = online, optimizer, config
+        optimizer.build(online.trainable_variables)
+        loss_name = config.loss
+
+        @tf.function(jit_compile=config.xla, reduce_retracing=True)
+        def act(frames):
+            q_values = online(frames, training=False)
+            return tf.argmax(q_values, axis=1, output_type=tf.int32), tf.reduce_max(q_values, axis=1)
+
+        @tf.function(jit_compile=config.xla, reduce_retracing=True)
+        def train_step(frames, actions, targets, weights):
+            with tf.GradientTape() as tape:
+                q_values = online(frames, training=True)
+                loss, taken = td_loss(q_values, actions, targets, loss_name, weights)
+            gradients = tape.gradient(loss, online.trainable_variables)
+            optimizer.apply(gradients, online.trainable_variables)
+            return loss, tf.reduce_sum(taken * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+        self._act, self._train_step = act, train_step
+
+    def act(self, frames: np.ndarray) -> np.ndarray:
+        """Greedy actions ``[N]`` int32."""
+        return self._act(frames)[0].numpy()
+
+    def act_with_values(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy actions ``[N]`` int32 and their Q-values ``max_a Q(s, a)`` ``[N]`` float32."""
+        greedy, values = self._act(frames)
+        return greedy.numpy(), values.numpy()
+
+    def train_rollout(self, frames: np.ndarray, actions: np.ndarray, targets: np.ndarray, weights: np.ndarray,
+                      rng: np.random.Generator) -> tuple[list[float], list[float]]:
+        """``epochs`` passes over the rollout in ``minibatches`` shuffled minibatches; (losses, mean Qs).
+
+        ``frames`` uint8 ``[B,84,84,4]``; ``actions`` int32, ``targets`` and ``weights`` float32 ``[B]``.
+        """
+        size = len(frames) // self.config.minibatches
+        losses, mean_qs = [], []
+        for _ in range(self.config.epochs):
+            order = rng.permutation(len(frames))
+            for start in range(0, len(frames), size):
+                rows = np.sort(order[start:start + size])  # sorted: a cache-friendlier gather, same rows
+                loss, mean_q = self._train_step(frames[rows], actions[rows], targets[rows], weights[rows])
+                losses.append(float(loss))
+                mean_qs.append(float(mean_q))
+        return losses, mean_qs
+
+    def state(self) -> dict[str, list[np.ndarray]]:
+        return {"online": [np.asarray(v) for v in self.online.weights], "target": [],
+                "optimizer": [np.asarray(v) for v in self.optimizer.variables]}
+
+    def load_state(self, state: dict[str, list[np.ndarray]]) -> None:
+        assign_arrays("online", self.online.weights, state["online"])
+        assign_arrays("optimizer", self.optimizer.variables, state["optimizer"])
+
+    def export_model(self):
+        return float32_copy(self.online, dueling=False, layer_norm=self.config.layer_norm)
