@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 
 from breakout_dqn import contract
+from breakout_dqn.files import file_sha256
 
 
 class ModelLoadError(ValueError):
@@ -101,14 +101,6 @@ def check_metadata_contract(metadata: dict[str, str]) -> None:
     for key, value in expected.items():
         if metadata[key] != value:
             raise ModelLoadError(f"model metadata {key}={metadata[key]!r} does not match this server's {value!r}")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_version(sha256: str, metadata: dict[str, str]) -> str:

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from breakout_dqn import atari, contract
+from breakout_dqn.files import atomic_path, atomic_write_text
 from training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 from training.config import TrainConfig, save_config
-from training.io import atomic_path, atomic_write_text
 from training.replay import ReplayBuffer, check_fits_in_memory
 from training.sampler import PrefetchSampler
 

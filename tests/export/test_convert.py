@@ -12,7 +12,8 @@ from breakout_dqn import contract
 def test_export_of_a_fresh_model_round_trips(keras_model_path: Path, onnx_model_path: Path) -> None:
     import onnx
 
-    from export.convert import OPSET, file_sha256
+    from breakout_dqn.files import file_sha256
+    from export.convert import OPSET
     from serving.policy import OnnxPolicy
     from training.model import load_q_network
 

@@ -29,7 +29,7 @@ def error_line(stderr: str) -> str:
 def test_full_export_passes_the_gate_and_writes_model_report_and_metadata(exported: dict[str, Any]) -> None:
     import onnx
 
-    from export.convert import file_sha256
+    from breakout_dqn.files import file_sha256
 
     assert exported["code"] == 0
     report = exported["report"]
