@@ -303,7 +303,7 @@ def run_suite(server: str, target: str, pid: int, duration: float, plans: list[t
 
 def onnxruntime_alone(onnx_path: Path, seconds: float = 1.0) -> dict:
     """The forward pass without gRPC, in this process, with the server's session options: the ceiling."""
-    from serving.policy import OnnxPolicy
+    from breakout_dqn.onnx_model import OnnxPolicy
 
     policy = OnnxPolicy(onnx_path)
     figures = {}

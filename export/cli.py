@@ -186,9 +186,9 @@ def export(args: argparse.Namespace, times: dict[str, float]) -> tuple[bool, dic
     import onnx
 
     from breakout_dqn.files import atomic_path
+    from breakout_dqn.onnx_model import ModelLoadError, OnnxPolicy
     from export.convert import keras_to_onnx
     from export.fingerprint import META_FINGERPRINT, build, pick_real
-    from serving.policy import ModelLoadError, OnnxPolicy
 
     def lap(name: str, started: float) -> float:
         now = time.perf_counter()

@@ -26,8 +26,8 @@ from grpc_reflection.v1alpha import reflection
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
+from breakout_dqn.onnx_model import ModelLoadError, OnnxPolicy, check_metadata_contract
 from serving.healthcheck import DEFAULT_PORT, PORT_ENV, default_port
-from serving.policy import ModelLoadError, OnnxPolicy, check_metadata_contract
 from serving.service import AgentServicer, Policy, ServiceLimits
 
 log = logging.getLogger("breakout_dqn.serve")

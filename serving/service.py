@@ -27,7 +27,7 @@ log = logging.getLogger("breakout_dqn.serve")
 
 
 class Policy(Protocol):
-    """What the servicer needs from a model (``serving.policy.OnnxPolicy`` is one)."""
+    """What the servicer needs from a model (``breakout_dqn.onnx_model.OnnxPolicy`` is one)."""
 
     @property
     def metadata(self) -> dict[str, str]: ...

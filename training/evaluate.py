@@ -18,7 +18,7 @@ PROG = "breakout-dqn evaluate"
 def load_act_fn(path: Path) -> atari.ActFn:
     """Greedy ``frames -> actions`` for a ``.keras`` (Keras) or ``.onnx`` (onnxruntime) model."""
     if path.suffix == ".onnx":
-        from serving.policy import OnnxPolicy
+        from breakout_dqn.onnx_model import OnnxPolicy
 
         return OnnxPolicy(path).act
     if path.suffix == ".keras":

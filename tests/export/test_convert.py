@@ -13,8 +13,8 @@ def test_export_of_a_fresh_model_round_trips(keras_model_path: Path, onnx_model_
     import onnx
 
     from breakout_dqn.files import file_sha256
+    from breakout_dqn.onnx_model import OnnxPolicy
     from export.convert import OPSET
-    from serving.policy import OnnxPolicy
     from training.model import load_q_network
 
     proto = onnx.load(str(onnx_model_path))

@@ -40,7 +40,7 @@ def test_behavioural_parity_excuses_a_divergence_on_a_near_tie() -> None:
 
 
 def test_gate_passes_on_the_real_export(keras_q, real_stacks: np.ndarray, exported_onnx: Path) -> None:
-    from serving.policy import OnnxPolicy
+    from breakout_dqn.onnx_model import OnnxPolicy
 
     policy = OnnxPolicy(exported_onnx)
     report = parity.run_gate(keras_q, policy.q_values, real_stacks, min_stacks=len(real_stacks),
@@ -61,7 +61,7 @@ def test_gate_passes_on_the_real_export(keras_q, real_stacks: np.ndarray, export
 @pytest.mark.parametrize("fixture", ["perturbed_onnx", "slightly_perturbed_onnx"])
 def test_gate_fails_on_weights_perturbed_after_export(keras_q, real_stacks: np.ndarray, fixture: str,
                                                       request: pytest.FixtureRequest) -> None:
-    from serving.policy import OnnxPolicy
+    from breakout_dqn.onnx_model import OnnxPolicy
 
     policy = OnnxPolicy(request.getfixturevalue(fixture))
     report = parity.run_gate(keras_q, policy.q_values, real_stacks, min_stacks=len(real_stacks),

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from serving.policy import OnnxPolicy
+from breakout_dqn.onnx_model import OnnxPolicy
 from serving.server import AgentServer, ServerConfig, load_policy
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,8 +19,8 @@ from serving_helpers import REPO, ServerProcess, random_stacks, subprocess_env
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
+from breakout_dqn.onnx_model import OnnxPolicy
 from serving.client import AgentClient
-from serving.policy import OnnxPolicy
 
 SERVE = [sys.executable, "-m", "breakout_dqn.cli", "serve"]
 

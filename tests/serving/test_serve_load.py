@@ -10,7 +10,7 @@ from serving_helpers import ServerThread, random_stacks
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
-from serving.policy import OnnxPolicy
+from breakout_dqn.onnx_model import OnnxPolicy
 
 REQUESTS = 10_000
 CONCURRENCY = 48

@@ -13,7 +13,8 @@ def test_serving_never_imports_tensorflow(onnx_model_path: Path) -> None:
     code = (
         "import sys\n"
         "import numpy as np\n"
-        "import serving.server, serving.client, serving.play, serving.service, serving.batcher, serving.policy\n"
+        "import serving.server, serving.client, serving.play, serving.service, serving.batcher\n"
+        "import breakout_dqn.onnx_model\n"
         "import breakout_dqn.cli\n"
         "policy = serving.server.load_policy(serving.server.ServerConfig(model=sys.argv[1]))\n"
         "assert policy.act(np.zeros((2, 84, 84, 4), np.uint8)).shape == (2,)\n"

@@ -10,8 +10,8 @@ import pytest
 from serving_helpers import ServerThread, SlowPolicy, config_for
 
 from breakout_dqn import contract
+from breakout_dqn.onnx_model import OnnxPolicy
 from serving import play
-from serving.policy import OnnxPolicy
 
 
 def test_play_finishes_a_game_through_the_server(server: ServerThread, tmp_path: Path,
