@@ -16,7 +16,7 @@ def test_serving_never_imports_tensorflow(onnx_model_path: Path) -> None:
         "import serving.server, serving.client, serving.play, serving.service, serving.batcher\n"
         "import breakout_dqn.onnx_model\n"
         "import breakout_dqn.cli\n"
-        "policy = serving.server.load_policy(serving.server.ServerConfig(model=sys.argv[1]))\n"
+        "policy = serving.server.load_policy(serving.config.ServerConfig(model=sys.argv[1]))\n"
         "assert policy.act(np.zeros((2, 84, 84, 4), np.uint8)).shape == (2,)\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx', 'jax'))\n"
         "assert not heavy, heavy\n"
