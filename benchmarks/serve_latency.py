@@ -128,7 +128,8 @@ def prepare_models(directory: Path) -> tuple[Path, Path]:
     code = (
         "import sys, keras, onnx\n"
         "from training.model import build_q_network, load_q_network\n"
-        "from export.convert import contract_metadata, file_sha256, keras_to_onnx\n"
+        "from breakout_dqn.files import file_sha256\n"
+        "from export.convert import contract_metadata, keras_to_onnx\n"
         "keras.utils.set_random_seed(0)\n"
         "build_q_network(dueling=True).save(sys.argv[1])\n"
         "proto = keras_to_onnx(load_q_network(sys.argv[1]), contract_metadata(file_sha256(sys.argv[1])))\n"
@@ -302,7 +303,7 @@ def run_suite(server: str, target: str, pid: int, duration: float, plans: list[t
 
 def onnxruntime_alone(onnx_path: Path, seconds: float = 1.0) -> dict:
     """The forward pass without gRPC, in this process, with the server's session options: the ceiling."""
-    from serving.policy import OnnxPolicy
+    from breakout_dqn.onnx_model import OnnxPolicy
 
     policy = OnnxPolicy(onnx_path)
     figures = {}

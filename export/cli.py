@@ -44,10 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from breakout_dqn import __version__, contract
+from breakout_dqn.files import file_sha256
 from breakout_dqn.paths import output_path_error
 from export import parity
 from export.compare import jsonable
-from export.convert import OPSET, contract_metadata, file_sha256
+from export.convert import OPSET, contract_metadata
 
 PROG = "breakout-dqn export"
 EXIT_OK, EXIT_IO, EXIT_USAGE, EXIT_CONTRACT, EXIT_PARITY = 0, 1, 2, 3, 4
@@ -184,10 +185,10 @@ def export(args: argparse.Namespace, times: dict[str, float]) -> tuple[bool, dic
     """Run the whole export; returns (gate passed, report). Raises ExportError before the gate."""
     import onnx
 
+    from breakout_dqn.files import atomic_path
+    from breakout_dqn.onnx_model import ModelLoadError, OnnxPolicy
     from export.convert import keras_to_onnx
     from export.fingerprint import META_FINGERPRINT, build, pick_real
-    from serving.policy import ModelLoadError, OnnxPolicy
-    from training.io import atomic_path
 
     def lap(name: str, started: float) -> float:
         now = time.perf_counter()
@@ -296,7 +297,7 @@ def main(argv: list[str]) -> int:
     report.update(passed=passed, timings_s=times, versions=versions(),
                   created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     report_path = args.report or default_report_path(args.out, passed)
-    from training.io import atomic_write_text
+    from breakout_dqn.files import atomic_write_text
 
     try:
         atomic_write_text(report_path, json.dumps(jsonable(report), indent=2) + "\n")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from breakout_dqn import __version__, contract
-from serving.policy import file_sha256
 
-__all__ = ["OPSET", "contract_metadata", "file_sha256", "keras_to_onnx"]
+__all__ = ["OPSET", "contract_metadata", "keras_to_onnx"]
 
 OPSET = 17
 

@@ -36,6 +36,14 @@ from typing import Any
 import numpy as np
 
 from breakout_dqn import atari, contract
+from breakout_dqn.onnx_model import (
+    ModelLoadError,
+    check_metadata_contract,
+    check_session_contract,
+    load_session,
+    run_q_values,
+    session_metadata,
+)
 from export import fingerprint
 from export.compare import jsonable
 
@@ -65,20 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_session(path: Path) -> Any:
-    """An onnxruntime session with the serving options; ValueError with a one-line reason."""
-    import onnxruntime as ort
-
-    from serving.policy import session_options
-
-    if not path.is_file():
-        raise ValueError(f"model file not found: {path}")
-    try:
-        return ort.InferenceSession(str(path), sess_options=session_options(), providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf types
-        raise ValueError(f"cannot load ONNX model {path}: {' '.join(str(error).split())[:300]}") from None
-
-
 def check_checker(path: Path) -> Check:
     try:
         import onnx
@@ -94,8 +88,6 @@ def check_checker(path: Path) -> Check:
 
 
 def check_io(session: Any) -> Check:
-    from serving.policy import ModelLoadError, check_session_contract
-
     try:
         check_session_contract(session)
     except ModelLoadError as error:
@@ -125,8 +117,6 @@ def check_metadata(metadata: dict[str, str]) -> Check:
             except ValueError:
                 problems.append(f"{key} is not a non-negative number: {metadata[key]!r}")
     if not problems:  # never laxer than the server's own load-time check
-        from serving.policy import ModelLoadError, check_metadata_contract
-
         try:
             check_metadata_contract(metadata)
         except ModelLoadError as error:
@@ -138,15 +128,11 @@ def check_metadata(metadata: dict[str, str]) -> Check:
     return Check("metadata", True, f"{contract.CONTRACT_VERSION}; " + ", ".join(known))
 
 
-def run_q(session: Any, frames: np.ndarray) -> np.ndarray:
-    return session.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: frames})[0]
-
-
 def check_q_values(session: Any, probe: np.ndarray) -> Check:
     """Batch 1 and batch len(probe): float32 [N,4], finite, batch-1 rows equal the big batch's."""
     try:
-        big = run_q(session, probe)
-        single = run_q(session, probe[:1])
+        big = run_q_values(session, probe)
+        single = run_q_values(session, probe[:1])
     except Exception as error:  # onnxruntime runtime errors
         return Check("q_values", False, f"inference failed: {' '.join(str(error).split())[:300]}")
     for batch, q in ((len(probe), big), (1, single)):
@@ -163,7 +149,7 @@ def check_fingerprint(session: Any, value: str | None, skip: bool) -> tuple[Chec
     if value is None and skip:
         return Check("fingerprint", True, "skipped (--skip-fingerprint)"), None
     try:
-        result, decoded = fingerprint.check(lambda frames: run_q(session, frames), value)
+        result, decoded = fingerprint.check(lambda frames: run_q_values(session, frames), value)
     except fingerprint.FingerprintError as error:
         return Check("fingerprint", False, str(error)), None
     except Exception as error:  # inference failure on the probe
@@ -180,7 +166,7 @@ def play(session: Any, args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
 
     def act(frames: np.ndarray) -> np.ndarray:
-        return np.argmax(run_q(session, frames), axis=1)
+        return np.argmax(run_q_values(session, frames), axis=1)
 
     started = time.perf_counter()
     results = atari.play_games(atari.epsilon_greedy(act, args.epsilon, rng), args.episodes, seed=args.seed,
@@ -197,11 +183,11 @@ def verify(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     checks: list[Check] = result["checks"]
     try:
         session = load_session(args.model)
-    except ValueError as error:
+    except ModelLoadError as error:
         checks.append(Check("load", False, str(error)))
         return EXIT_USAGE, result
     checks.append(Check("load", True, f"{args.model} ({args.model.stat().st_size / 1e6:.1f} MB)"))
-    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    metadata = session_metadata(session)
     result["metadata"] = {k: v for k, v in metadata.items() if k != fingerprint.META_FINGERPRINT}
     io = check_io(session)
     checks += [check_checker(args.model), io, check_metadata(metadata)]

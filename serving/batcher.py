@@ -29,6 +29,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from serving.config import INLINE_GAP_MS, MAX_BATCH, MAX_DELAY_MS
+
 INLINE_MAX_STACKS = 4
 """Largest request the fast path runs on the event loop (~1 ms of the loop at ~0.25 ms a stack)."""
 
@@ -79,10 +81,10 @@ class Batcher:
         self,
         infer: InferFn,
         *,
-        max_batch: int = 64,
-        max_delay_s: float = 0.002,
+        max_batch: int = MAX_BATCH,
+        max_delay_s: float = MAX_DELAY_MS / 1000,
         max_queue_stacks: int = 8192,
-        inline_gap_s: float | None = 0.0002,
+        inline_gap_s: float | None = INLINE_GAP_MS / 1000,
     ):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")

@@ -23,9 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
-
-DEFAULT_MAX_MESSAGE_BYTES = 256 * contract.STACK_BYTES + 1024
-SERVICE_NAME = "breakout.v1.AgentService"
+from serving.config import CALL_TIMEOUT_S, SERVING_WAIT_S, message_limit_bytes
+from serving.healthcheck import SERVICE_NAME
 
 
 class _ActionCalls:
@@ -61,8 +60,8 @@ class AgentClient(_ActionCalls):
         self,
         target: str,
         *,
-        timeout: float | None = 5.0,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        timeout: float | None = CALL_TIMEOUT_S,
+        max_message_bytes: int = message_limit_bytes(),
     ):
         self.target = target
         self.timeout = timeout
@@ -92,7 +91,7 @@ class AgentClient(_ActionCalls):
         response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
-    def wait_until_serving(self, timeout: float = 30.0) -> None:
+    def wait_until_serving(self, timeout: float = SERVING_WAIT_S) -> None:
         """Block until the health service reports SERVING; raise TimeoutError after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         last = "no answer"

@@ -1,7 +1,8 @@
 """``python -m serving.healthcheck --target HOST:PORT``: exit 0 iff the server reports SERVING.
 
-A container HEALTHCHECK / readiness probe over grpc.health.v1 (imports grpc only, so it is
-cheap to run every few seconds). Exit 1 with the status or the error on one line otherwise.
+A container HEALTHCHECK / readiness probe over grpc.health.v1 (imports grpc and the generated
+descriptor only, no numpy or onnxruntime, so it is cheap to run every few seconds). Exit 1 with
+the status or the error on one line otherwise.
 """
 
 from __future__ import annotations
@@ -13,24 +14,21 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-SERVICE_NAME = "breakout.v1.AgentService"
+from breakout.v1 import agent_pb2
+from serving.config import DEFAULT_HOST, DEFAULT_PORT, PORT_ENV, PROBE_TIMEOUT_S, default_port
 
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
+"""``breakout.v1.AgentService``, as the .proto names it: what the server registers, reports health
+for and lists in reflection, and what the client and this probe ask about."""
 
-TARGET_ENV = "BREAKOUT_DQN_HEALTH_TARGET"  # HOST:PORT to probe
-PORT_ENV = "BREAKOUT_DQN_PORT"  # else 127.0.0.1 on this port, which `serve` also reads (its default)
-DEFAULT_PORT = 50051
-
-
-def default_port() -> str:
-    """The port `serve` binds and this probe checks by default: $BREAKOUT_DQN_PORT, unset or empty = 50051."""
-    return os.environ.get(PORT_ENV) or str(DEFAULT_PORT)
+TARGET_ENV = "BREAKOUT_DQN_HEALTH_TARGET"  # HOST:PORT to probe; else DEFAULT_HOST on `serve`'s default port
 
 
 def default_target() -> str:
-    return os.environ.get(TARGET_ENV) or f"127.0.0.1:{default_port()}"
+    return os.environ.get(TARGET_ENV) or f"{DEFAULT_HOST}:{default_port()}"
 
 
-def check(target: str, service: str = SERVICE_NAME, timeout: float = 3.0) -> str:
+def check(target: str, service: str = SERVICE_NAME, timeout: float = PROBE_TIMEOUT_S) -> str:
     """The health status name (``SERVING``, ``NOT_SERVING``, ...); raises grpc.RpcError."""
     with grpc.insecure_channel(target) as channel:
         response = health_pb2_grpc.HealthStub(channel).Check(
@@ -42,10 +40,10 @@ def check(target: str, service: str = SERVICE_NAME, timeout: float = 3.0) -> str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.healthcheck", description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", default=default_target(),
-                        help=f"HOST:PORT (default: ${TARGET_ENV}, else 127.0.0.1:${PORT_ENV}, else "
-                        f"127.0.0.1:{DEFAULT_PORT}; now %(default)s)")
+                        help=f"HOST:PORT (default: ${TARGET_ENV}, else {DEFAULT_HOST}:${PORT_ENV}, else "
+                        f"{DEFAULT_HOST}:{DEFAULT_PORT}; now %(default)s)")
     parser.add_argument("--service", default=SERVICE_NAME, help="'' for the whole server (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=PROBE_TIMEOUT_S, help="seconds (default %(default)s)")
     args = parser.parse_args(argv)
     try:
         status = check(args.target, args.service, args.timeout)

@@ -21,6 +21,7 @@ import numpy as np
 from breakout_dqn import atari, contract
 from breakout_dqn.paths import output_path_error
 from serving.client import ActionStream, AgentClient
+from serving.config import CALL_TIMEOUT_S, DEFAULT_HOST, DEFAULT_PORT, SERVING_WAIT_S
 
 PROG = "breakout-dqn play"
 
@@ -57,7 +58,8 @@ class ServerAgent:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of a `breakout-dqn serve`")
+    parser.add_argument("--server", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
+                        help="HOST:PORT of a `breakout-dqn serve`")
     parser.add_argument("--episodes", type=int, default=1, help="full 5-life games to play")
     parser.add_argument("--num-envs", type=int, default=1, help="games played at once (one request per step)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the no-op starts")
@@ -65,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video", type=Path, default=None, help="record the first game (.mp4 or .gif)")
     parser.add_argument("--stream", action="store_true",
                         help="ask for actions on one StreamActions stream instead of a GetAction call per step")
-    parser.add_argument("--timeout", type=float, default=5.0,
+    parser.add_argument("--timeout", type=float, default=CALL_TIMEOUT_S,
                         help="seconds per GetAction call (with --stream the stream has no deadline)")
-    parser.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the server to be SERVING")
+    parser.add_argument("--wait", type=float, default=SERVING_WAIT_S,
+                        help="seconds to wait for the server to be SERVING")
     return parser
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -24,44 +22,31 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from breakout.v1 import agent_pb2, agent_pb2_grpc
+from breakout.v1 import agent_pb2_grpc
 from breakout_dqn import contract
-from serving.healthcheck import DEFAULT_PORT, PORT_ENV, default_port
-from serving.policy import ModelLoadError, OnnxPolicy, check_metadata_contract
+from breakout_dqn.onnx_model import ModelLoadError, OnnxPolicy, check_metadata_contract
+from serving.config import (
+    DEFAULT_HOST,
+    DEFAULT_MODEL,
+    DEFAULT_PORT,
+    GRACE_S,
+    HOST_ENV,
+    INLINE_GAP_MS,
+    MAX_BATCH,
+    MAX_CONCURRENT,
+    MAX_DELAY_MS,
+    MAX_STACKS_PER_REQUEST,
+    MODEL_ENV,
+    PORT_ENV,
+    ServerConfig,
+    default_host,
+    default_model_path,
+    default_port,
+)
+from serving.healthcheck import SERVICE_NAME
 from serving.service import AgentServicer, Policy, ServiceLimits
 
 log = logging.getLogger("breakout_dqn.serve")
-
-MODEL_ENV = "BREAKOUT_DQN_MODEL"
-HOST_ENV = "BREAKOUT_DQN_HOST"  # the images set 0.0.0.0: a container must be reachable from outside
-DEFAULT_MODEL = Path("models") / "breakout-dqn.onnx"
-SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name  # "breakout.v1.AgentService"
-MESSAGE_OVERHEAD = 1024  # bytes of protobuf framing allowed on top of the frame stacks
-
-
-def default_model_path() -> Path:
-    """``$BREAKOUT_DQN_MODEL``, else ``models/breakout-dqn.onnx`` in the repository root."""
-    if os.environ.get(MODEL_ENV):
-        return Path(os.environ[MODEL_ENV])
-    return Path(__file__).resolve().parent.parent / DEFAULT_MODEL
-
-
-@dataclasses.dataclass
-class ServerConfig:
-    model: Path
-    host: str = "127.0.0.1"
-    port: int = 50051
-    max_batch: int = 64  # stacks per forward pass
-    max_delay_ms: float = 2.0  # longest a batch waits for more requests (never at concurrency 1)
-    inline_gap_ms: float | None = 0.2  # the sequential-caller fast path (serving/batcher.py); None: off
-    max_concurrent: int = 256
-    max_stacks_per_request: int = 256
-    intra_op_threads: int | None = None
-    grace_s: float = 10.0
-
-    @property
-    def max_message_bytes(self) -> int:
-        return self.max_stacks_per_request * contract.STACK_BYTES + MESSAGE_OVERHEAD
 
 
 def load_policy(config: ServerConfig) -> OnnxPolicy:
@@ -198,32 +183,34 @@ async def serve(config: ServerConfig, load: Callable[[ServerConfig], Policy] = l
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="breakout-dqn serve",
-        description="Serve greedy Breakout actions over gRPC (breakout.v1.AgentService) from an ONNX model on "
+        description=f"Serve greedy Breakout actions over gRPC ({SERVICE_NAME}) from an ONNX model on "
         "onnxruntime, with dynamic batching, grpc.health.v1, server reflection and graceful shutdown on SIGTERM.",
     )
     parser.add_argument("--model", type=Path, default=None,
                         help=f"ONNX model (default: ${MODEL_ENV}, else {DEFAULT_MODEL} in the repository)")
-    parser.add_argument("--host", default=os.environ.get(HOST_ENV, "127.0.0.1"),
-                        help=f"interface to bind, 0.0.0.0 for all (default: ${HOST_ENV}, else 127.0.0.1; "
+    parser.add_argument("--host", default=default_host(),
+                        help=f"interface to bind, 0.0.0.0 for all (default: ${HOST_ENV}, else {DEFAULT_HOST}; "
                         "now %(default)s)")
     parser.add_argument("--port", type=int, default=default_port(),
-                        help=f"0 picks a free port (default: ${PORT_ENV}, else {DEFAULT_PORT}; now %(default)s)")
-    parser.add_argument("--max-batch", type=int, default=64, help="stacks per forward pass (default %(default)s)")
-    parser.add_argument("--max-delay-ms", type=float, default=2.0,
+                        help=f"0 picks a free port (default: ${PORT_ENV}, else {DEFAULT_PORT}; "
+                        "now %(default)s)")
+    parser.add_argument("--max-batch", type=int, default=MAX_BATCH,
+                        help="stacks per forward pass (default %(default)s)")
+    parser.add_argument("--max-delay-ms", type=float, default=MAX_DELAY_MS,
                         help="longest a batch waits to grow as large as the previous one; sequential "
                         "callers never wait (default %(default)s)")
-    parser.add_argument("--inline-gap-ms", type=float, default=0.2,
+    parser.add_argument("--inline-gap-ms", type=float, default=INLINE_GAP_MS,
                         help="a request of at most 4 stacks that finds the server idle this long after its "
                         "last forward pass runs on the event loop, skipping two thread hand-offs (the "
                         "sequential game client's fast path); negative turns it off (default %(default)s)")
-    parser.add_argument("--max-concurrent", type=int, default=256,
+    parser.add_argument("--max-concurrent", type=int, default=MAX_CONCURRENT,
                         help="GetAction calls plus open StreamActions streams before RESOURCE_EXHAUSTED "
                         "(default %(default)s)")
-    parser.add_argument("--max-stacks-per-request", type=int, default=256,
+    parser.add_argument("--max-stacks-per-request", type=int, default=MAX_STACKS_PER_REQUEST,
                         help="also sets the max message size (default %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
                         help="onnxruntime intra-op threads (default: min(2, cores))")
-    parser.add_argument("--grace", type=float, default=10.0,
+    parser.add_argument("--grace", type=float, default=GRACE_S,
                         help="seconds in-flight calls get to finish on SIGTERM (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)

@@ -22,12 +22,13 @@ import numpy as np
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
 from serving.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
+from serving.config import INLINE_GAP_MS, MAX_BATCH, MAX_CONCURRENT, MAX_DELAY_MS, MAX_STACKS_PER_REQUEST
 
 log = logging.getLogger("breakout_dqn.serve")
 
 
 class Policy(Protocol):
-    """What the servicer needs from a model (``serving.policy.OnnxPolicy`` is one)."""
+    """What the servicer needs from a model (``breakout_dqn.onnx_model.OnnxPolicy`` is one)."""
 
     @property
     def metadata(self) -> dict[str, str]: ...
@@ -48,8 +49,8 @@ class TooManyRequests(RuntimeError):
 
 @dataclasses.dataclass
 class ServiceLimits:
-    max_concurrent: int = 256  # GetAction calls + open StreamActions streams; RESOURCE_EXHAUSTED past it
-    max_stacks_per_request: int = 256  # also sets the server's max message size
+    max_concurrent: int = MAX_CONCURRENT  # GetAction calls + open StreamActions streams; RESOURCE_EXHAUSTED past it
+    max_stacks_per_request: int = MAX_STACKS_PER_REQUEST  # also sets the server's max message size
 
 
 def _status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -72,9 +73,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self,
         limits: ServiceLimits | None = None,
         *,
-        max_batch: int = 64,
-        max_delay_s: float = 0.002,
-        inline_gap_s: float | None = 0.0002,
+        max_batch: int = MAX_BATCH,
+        max_delay_s: float = MAX_DELAY_MS / 1000,
+        inline_gap_s: float | None = INLINE_GAP_MS / 1000,
     ):
         self.limits = limits or ServiceLimits()
         self.max_batch = max_batch

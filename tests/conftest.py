@@ -28,7 +28,8 @@ def onnx_model_path(keras_model_path: Path, tmp_path_factory: pytest.TempPathFac
     """``keras_model_path`` converted to ONNX with the contract's metadata."""
     import onnx
 
-    from export.convert import contract_metadata, file_sha256, keras_to_onnx
+    from breakout_dqn.files import file_sha256
+    from export.convert import contract_metadata, keras_to_onnx
     from training.model import load_q_network
 
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"

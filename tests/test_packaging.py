@@ -26,8 +26,8 @@ def test_serve_extra_installs_and_imports_without_tensorflow(tmp_path: Path, onn
     assert "tensorflow" not in listed and "keras==" not in listed
     code = (
         "import sys, numpy as np\n"
-        "import serving.server, serving.client, serving.healthcheck\n"
-        "policy = serving.server.load_policy(serving.server.ServerConfig(model=sys.argv[1]))\n"
+        "import serving.server, serving.client, serving.healthcheck, serving.config\n"
+        "policy = serving.server.load_policy(serving.config.ServerConfig(model=sys.argv[1]))\n"
         "print(policy.act(np.zeros((3, 84, 84, 4), np.uint8)).shape)\n"
     )
     # Run outside the checkout so only the installed package can be imported.

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from training.io import atomic_write_bytes
+from breakout_dqn.files import atomic_write_bytes
 
 PATTERN = re.compile(r"^checkpoint-(\d{12})\.npz$")
 

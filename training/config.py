@@ -281,7 +281,7 @@ def validate_pqn(config: TrainConfig) -> None:
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    from training.io import atomic_write_text
+    from breakout_dqn.files import atomic_write_text
 
     atomic_write_text(path, json.dumps(config.to_json(), indent=2, sort_keys=True) + "\n")
 

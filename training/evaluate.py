@@ -18,7 +18,7 @@ PROG = "breakout-dqn evaluate"
 def load_act_fn(path: Path) -> atari.ActFn:
     """Greedy ``frames -> actions`` for a ``.keras`` (Keras) or ``.onnx`` (onnxruntime) model."""
     if path.suffix == ".onnx":
-        from serving.policy import OnnxPolicy
+        from breakout_dqn.onnx_model import OnnxPolicy
 
         return OnnxPolicy(path).act
     if path.suffix == ".keras":
@@ -75,7 +75,7 @@ def main(argv: list[str]) -> int:
     summary.update(model=str(args.model), epsilon=args.epsilon, seed=args.seed, max_frames=args.max_frames,
                    sticky_actions=args.sticky_actions, noop_max=atari.NATURE_NOOP_MAX)
     if args.json:
-        from training.io import atomic_write_text
+        from breakout_dqn.files import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
     print(f"score {summary['mean']:.1f} +- {summary['std']:.1f} over {summary['episodes']} games "

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from breakout_dqn import atari, contract
+from breakout_dqn.files import atomic_path, atomic_write_text
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.config import TrainConfig, save_config
 from training.episodes import EpisodeStats
-from training.io import atomic_path, atomic_write_text
 from training.run_directory import RunDirectory
 
 

@@ -12,8 +12,9 @@ from breakout_dqn import contract
 def test_export_of_a_fresh_model_round_trips(keras_model_path: Path, onnx_model_path: Path) -> None:
     import onnx
 
-    from export.convert import OPSET, file_sha256
-    from serving.policy import OnnxPolicy
+    from breakout_dqn.files import file_sha256
+    from breakout_dqn.onnx_model import OnnxPolicy
+    from export.convert import OPSET
     from training.model import load_q_network
 
     proto = onnx.load(str(onnx_model_path))

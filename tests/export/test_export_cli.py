@@ -26,10 +26,11 @@ def error_line(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # a full export: 10,000+ real stacks and two full games
 def test_full_export_passes_the_gate_and_writes_model_report_and_metadata(exported: dict[str, Any]) -> None:
     import onnx
 
-    from export.convert import file_sha256
+    from breakout_dqn.files import file_sha256
 
     assert exported["code"] == 0
     report = exported["report"]
@@ -54,6 +55,7 @@ def test_full_export_passes_the_gate_and_writes_model_report_and_metadata(export
                                                       "model.parity.json"]  # no temp files left
 
 
+@pytest.mark.slow  # a full export: 10,000+ real stacks and two full games
 def test_failed_gate_exits_4_writes_the_report_and_keeps_the_old_out(
         run_dir: Path, tmp_path: Path, small_gate: int, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,6 +182,7 @@ def test_run_metadata_uses_fresh_eval_json_then_checkpoints(tmp_path: Path) -> N
     assert (steps, score) == (2_000_000, 30.5) and "the run's target" in notes[0]
 
 
+@pytest.mark.slow  # a full export: 10,000+ real stacks and two full games
 def test_report_summary_is_strict_json(exported: dict[str, Any]) -> None:
     text = exported["report_path"].read_text()
     json.loads(text, parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))

@@ -23,6 +23,7 @@ def test_collected_stacks_come_from_real_varied_play() -> None:
     assert (stacks[:, :, :, -1] != stacks[:, :, :, -2]).any()  # the stack holds consecutive frames
 
 
+@pytest.mark.slow  # plays full games
 def test_behavioural_parity_compares_the_action_sequences() -> None:
     keras_like = constant_q([0.1, 0.2, 0.3, 0.0])  # greedy RIGHT
     same = parity.behavioural_parity(keras_like, keras_like, seed=0)
@@ -34,13 +35,15 @@ def test_behavioural_parity_compares_the_action_sequences() -> None:
     assert other["first_difference_near_tie"] is False
 
 
+@pytest.mark.slow  # plays full games
 def test_behavioural_parity_excuses_a_divergence_on_a_near_tie() -> None:
     tie = parity.behavioural_parity(constant_q([1.0, 1.0 + 1e-7, 0, 0]), constant_q([1.0 + 2e-7, 1.0 + 1e-7, 0, 0]))
     assert not tie["identical"] and tie["passed"] and tie["first_difference_near_tie"] is True
 
 
+@pytest.mark.slow  # the full export and full games
 def test_gate_passes_on_the_real_export(keras_q, real_stacks: np.ndarray, exported_onnx: Path) -> None:
-    from serving.policy import OnnxPolicy
+    from breakout_dqn.onnx_model import OnnxPolicy
 
     policy = OnnxPolicy(exported_onnx)
     report = parity.run_gate(keras_q, policy.q_values, real_stacks, min_stacks=len(real_stacks),
@@ -58,10 +61,11 @@ def test_gate_passes_on_the_real_export(keras_q, real_stacks: np.ndarray, export
     assert not short.passed and "at least 512" in short.failures[0]
 
 
+@pytest.mark.slow  # the full export and full games
 @pytest.mark.parametrize("fixture", ["perturbed_onnx", "slightly_perturbed_onnx"])
 def test_gate_fails_on_weights_perturbed_after_export(keras_q, real_stacks: np.ndarray, fixture: str,
                                                       request: pytest.FixtureRequest) -> None:
-    from serving.policy import OnnxPolicy
+    from breakout_dqn.onnx_model import OnnxPolicy
 
     policy = OnnxPolicy(request.getfixturevalue(fixture))
     report = parity.run_gate(keras_q, policy.q_values, real_stacks, min_stacks=len(real_stacks),

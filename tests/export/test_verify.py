@@ -28,6 +28,7 @@ def failed(result: dict[str, Any]) -> dict[str, str]:
     return {check["name"]: check["detail"] for check in result["checks"] if not check["ok"]}
 
 
+@pytest.mark.slow  # needs the full export (real games)
 def test_exported_model_verifies(exported_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, result, _ = run(capsys, str(exported_onnx))
     assert code == 0
@@ -36,6 +37,7 @@ def test_exported_model_verifies(exported_onnx: Path, capsys: pytest.CaptureFixt
     assert result["metadata"][contract.META_CONTRACT] == contract.CONTRACT_VERSION
 
 
+@pytest.mark.slow  # needs the full export (real games)
 def test_text_output_and_console_dispatch(exported_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from breakout_dqn.cli import main
 
@@ -44,6 +46,7 @@ def test_text_output_and_console_dispatch(exported_onnx: Path, capsys: pytest.Ca
     assert "ok   fingerprint" in out and out.strip().endswith("OK (exit 0)")
 
 
+@pytest.mark.slow  # needs the full export (real games)
 def test_weights_perturbed_after_export_are_caught(perturbed_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, result, err = run(capsys, str(perturbed_onnx))
     assert code == verify.EXIT_CONTRACT == 3
@@ -81,9 +84,8 @@ def drop_metadata(key: str):
 
 def set_metadata(key: str, value: str):
     def edit(model) -> None:
-        for prop in model.metadata_props:
-            if prop.key == key:
-                prop.value = value
+        drop_metadata(key)(model)
+        model.metadata_props.add(key=key, value=value)
     return edit
 
 
@@ -93,10 +95,11 @@ def set_metadata(key: str, value: str):
     (set_metadata(contract.META_CONTRACT, "frames-f32-nchw/v0"), "breakout_dqn.contract"),
     (set_metadata(contract.META_TRAIN_STEPS, "lots"), "not a non-negative number"),
 ])
-def test_bad_metadata_is_a_contract_failure(exported_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                            edit, message: str) -> None:
-    code, result, _ = run(capsys, str(edit_onnx(exported_onnx, tmp_path / "m.onnx", edit)))
-    assert code == 3 and message in failed(result)["metadata"]
+def test_bad_metadata_is_a_contract_failure(onnx_model_path: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str], edit, message: str) -> None:
+    path = edit_onnx(onnx_model_path, tmp_path / "m.onnx", edit)
+    code, result, _ = run(capsys, str(path), "--skip-fingerprint")
+    assert code == 3 and list(failed(result)) == ["metadata"] and message in failed(result)["metadata"]
 
 
 def tiny_graph(path: Path, elem_type: int, shape: list[Any]) -> Path:
@@ -127,7 +130,7 @@ def test_wrong_input_dtype_or_layout_is_rejected(tmp_path: Path, capsys: pytest.
     assert code == 3 and message in failed(result)["io"] and message in err
 
 
-def test_non_finite_q_values_are_a_contract_failure(exported_onnx: Path, tmp_path: Path,
+def test_non_finite_q_values_are_a_contract_failure(onnx_model_path: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from onnx import numpy_helper
 
@@ -137,10 +140,11 @@ def test_non_finite_q_values_are_a_contract_failure(exported_onnx: Path, tmp_pat
         weights.flat[::97] = np.nan
         target.CopyFrom(numpy_helper.from_array(weights, target.name))
 
-    code, result, _ = run(capsys, str(edit_onnx(exported_onnx, tmp_path / "nan.onnx", poison)))
+    code, result, _ = run(capsys, str(edit_onnx(onnx_model_path, tmp_path / "nan.onnx", poison)), "--skip-fingerprint")
     assert code == 3 and "non-finite" in failed(result)["q_values"]
 
 
+@pytest.mark.slow  # plays full games
 def test_min_score_plays_games_and_gates_on_the_mean(exported_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, result, _ = run(capsys, str(exported_onnx), "--min-score", "0", "--episodes", "2")
     assert code == 0 and result["score"]["episodes"] == 2 and result["checks"][-1]["name"] == "score"

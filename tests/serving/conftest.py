@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from serving_helpers import ServerThread, config_for
 
+from breakout_dqn.onnx_model import OnnxPolicy
 from serving.client import AgentClient
-from serving.policy import OnnxPolicy
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from serving.policy import OnnxPolicy
-from serving.server import AgentServer, ServerConfig, load_policy
+from breakout_dqn.onnx_model import OnnxPolicy
+from serving.config import ServerConfig
+from serving.server import AgentServer, load_policy
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

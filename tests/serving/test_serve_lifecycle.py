@@ -19,15 +19,16 @@ from serving_helpers import REPO, ServerProcess, random_stacks, subprocess_env
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
+from breakout_dqn.onnx_model import OnnxPolicy
 from serving.client import AgentClient
-from serving.policy import OnnxPolicy
 
 SERVE = [sys.executable, "-m", "breakout_dqn.cli", "serve"]
 
 # The real serve() with a model whose forward pass takes 0.3 s, so calls are in flight at SIGTERM.
 SLOW_SERVER = """
 import asyncio, logging, sys, time
-from serving.server import ServerConfig, load_policy, serve
+from serving.config import ServerConfig
+from serving.server import load_policy, serve
 
 logging.basicConfig(level=logging.INFO)
 
@@ -173,7 +174,7 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_default_model_is_the_shipped_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    from serving.server import default_model_path
+    from serving.config import default_model_path
 
     monkeypatch.delenv("BREAKOUT_DQN_MODEL", raising=False)
     assert default_model_path() == REPO / "models" / "breakout-dqn.onnx"
@@ -214,12 +215,13 @@ def test_an_empty_port_variable_means_the_default_for_serve_and_the_healthcheck(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """`-e BREAKOUT_DQN_PORT=` must not make `serve` bind one port while the HEALTHCHECK probes another."""
     from serving import healthcheck
+    from serving.config import DEFAULT_PORT
     from serving.server import parse_args
 
     monkeypatch.delenv("BREAKOUT_DQN_HEALTH_TARGET", raising=False)
     monkeypatch.setenv("BREAKOUT_DQN_PORT", "")
-    assert parse_args([]).port == healthcheck.DEFAULT_PORT
-    assert healthcheck.default_target() == f"127.0.0.1:{healthcheck.DEFAULT_PORT}"
+    assert parse_args([]).port == DEFAULT_PORT == 50051
+    assert healthcheck.default_target() == f"127.0.0.1:{DEFAULT_PORT}"
     monkeypatch.setenv("BREAKOUT_DQN_PORT", "50123")
     assert parse_args([]).port == 50123
     assert healthcheck.default_target() == "127.0.0.1:50123"

@@ -6,11 +6,14 @@ import asyncio
 import time
 
 import grpc
+import pytest
 from serving_helpers import ServerThread, random_stacks
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
-from serving.policy import OnnxPolicy
+from breakout_dqn.onnx_model import OnnxPolicy
+
+pytestmark = pytest.mark.slow  # ~25 s of load on two cores
 
 REQUESTS = 10_000
 CONCURRENCY = 48

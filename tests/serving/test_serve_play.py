@@ -10,10 +10,11 @@ import pytest
 from serving_helpers import ServerThread, SlowPolicy, config_for
 
 from breakout_dqn import contract
+from breakout_dqn.onnx_model import OnnxPolicy
 from serving import play
-from serving.policy import OnnxPolicy
 
 
+@pytest.mark.slow  # plays full games
 def test_play_finishes_a_game_through_the_server(server: ServerThread, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     requests_before = server.stats.requests
@@ -31,6 +32,7 @@ def test_play_finishes_a_game_through_the_server(server: ServerThread, tmp_path:
     assert video.stat().st_size > 1000
 
 
+@pytest.mark.slow  # plays full games
 def test_play_batches_several_games_in_one_request(server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
     stacks_before, requests_before = server.stats.stacks, server.stats.requests
     assert play.main(["--server", server.target, "--episodes", "2", "--num-envs", "2", "--seed", "3"]) == 0
@@ -58,6 +60,7 @@ def test_play_reports_an_unreachable_server(capsys: pytest.CaptureFixture[str]) 
     assert "breakout-dqn play: error: 127.0.0.1:1: " in capsys.readouterr().err
 
 
+@pytest.mark.slow  # plays full games
 def test_play_over_a_stream(server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
     requests_before, streams_before = server.stats.requests, server.server.servicer.streams
     assert play.main(["--server", server.target, "--episodes", "1", "--stream", "--seed", "1"]) == 0

@@ -15,9 +15,9 @@ from serving_helpers import ServerThread, SlowPolicy, config_for, random_stacks
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
+from breakout_dqn.onnx_model import OnnxPolicy
 from serving import healthcheck
 from serving.client import AgentClient
-from serving.policy import OnnxPolicy
 from serving.server import load_policy
 
 

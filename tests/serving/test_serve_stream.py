@@ -12,8 +12,8 @@ import pytest
 from serving_helpers import ServerThread, SlowPolicy, config_for, random_stacks
 
 from breakout.v1 import agent_pb2
+from breakout_dqn.onnx_model import OnnxPolicy
 from serving.client import AgentClient
-from serving.policy import OnnxPolicy
 
 
 def test_each_request_is_answered_in_order_with_onnxruntime_argmax(client: AgentClient, policy: OnnxPolicy) -> None:

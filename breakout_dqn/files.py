@@ -1,8 +1,9 @@
-"""Atomic file writes: a temp file in the same directory, fsync, then rename."""
+"""Atomic file writes (a temp file in the same directory, fsync, then rename) and file hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -31,10 +32,21 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (readers see the old file or the whole new one)."""
     with atomic_path(path) as temp:
         temp.write_text(text)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (readers see the old file or the whole new one)."""
     with atomic_path(path) as temp:
         temp.write_bytes(data)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of the file's bytes as 64 lowercase hex digits (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

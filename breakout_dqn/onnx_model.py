@@ -1,21 +1,27 @@
-"""An ONNX Q-network on onnxruntime: the only inference engine of the serving side."""
+"""An exported ONNX Q-network on onnxruntime: loading, the contract checks, and the Q-value call.
+
+Serving, ``verify``, the export's parity gate and ``evaluate`` all load models here, so a model
+one of them accepts is a model every one of them accepts. onnxruntime is imported lazily (the
+``serve`` extra installs it); TensorFlow never.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from breakout_dqn import contract
+from breakout_dqn.files import file_sha256
 
 
 class ModelLoadError(ValueError):
     """The file is missing, is not ONNX, or does not match the contract."""
 
 
-def session_options(intra_op_threads: int | None = None):
+def session_options(intra_op_threads: int | None = None) -> Any:
     """Options tuned for small CPU batches: few threads, no spinning between requests."""
     import onnxruntime as ort
 
@@ -29,40 +35,30 @@ def session_options(intra_op_threads: int | None = None):
     return options
 
 
-class OnnxPolicy:
-    """Loads ``MODEL.onnx``; ``q_values(frames)`` and greedy ``act(frames)`` on uint8 [N,84,84,4]."""
+def load_session(path: str | Path, intra_op_threads: int | None = None) -> Any:
+    """An onnxruntime CPU session for ``path``; ModelLoadError with a one-line reason.
 
-    def __init__(self, path: str | Path, intra_op_threads: int | None = None):
-        import onnxruntime as ort
+    Checks only that the file exists and onnxruntime can load it; the contract checks are
+    ``check_session_contract`` and ``check_metadata_contract``.
+    """
+    import onnxruntime as ort
 
-        path = Path(path)
-        if not path.is_file():
-            raise ModelLoadError(f"model file not found: {path}")
-        try:
-            self.session = ort.InferenceSession(
-                str(path), sess_options=session_options(intra_op_threads), providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ModelLoadError(f"cannot load ONNX model {path}: {str(error).splitlines()[0]}") from None
-        self.path = path
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        check_session_contract(self.session)
-        self.sha256 = file_sha256(path)
-
-    @property
-    def version(self) -> str:
-        """``<package version>+<first 12 hex chars of the file's sha256>``, e.g. ``0.1.0+3f2a9c1b7d4e``."""
-        return model_version(self.sha256, self.metadata)
-
-    def q_values(self, frames: np.ndarray) -> np.ndarray:
-        contract.check_frames(frames)
-        return self.session.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: frames})[0]
-
-    def act(self, frames: np.ndarray) -> np.ndarray:
-        return np.argmax(self.q_values(frames), axis=1).astype(np.int32)
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    try:
+        return ort.InferenceSession(str(path), sess_options=session_options(intra_op_threads),
+                                    providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf types
+        raise ModelLoadError(f"cannot load ONNX model {path}: {' '.join(str(error).split())[:300]}") from None
 
 
-def check_session_contract(session) -> None:
+def session_metadata(session: Any) -> dict[str, str]:
+    """The model's ONNX ``metadata_props`` (keys in ``breakout_dqn.contract``)."""
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def check_session_contract(session: Any) -> None:
     """Raise ModelLoadError unless the graph maps uint8 ``frames [N,84,84,4]`` to ``q_values [N,4]``."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or inputs[0].name != contract.INPUT_NAME:
@@ -103,14 +99,41 @@ def check_metadata_contract(metadata: dict[str, str]) -> None:
             raise ModelLoadError(f"model metadata {key}={metadata[key]!r} does not match this server's {value!r}")
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def run_q_values(session: Any, frames: np.ndarray) -> np.ndarray:
+    """One forward pass: uint8 ``frames [N,84,84,4]`` (checked) -> float32 ``q_values [N,4]``."""
+    contract.check_frames(frames)
+    return session.run([contract.OUTPUT_NAME], {contract.INPUT_NAME: frames})[0]
 
 
 def model_version(sha256: str, metadata: dict[str, str]) -> str:
     """The version a server reports: the package version from the metadata plus the file's hash."""
     return f"{metadata.get(contract.META_VERSION, 'unknown')}+{sha256[:12]}"
+
+
+class OnnxPolicy:
+    """Loads ``MODEL.onnx``; ``q_values(frames)`` and greedy ``act(frames)`` on uint8 [N,84,84,4].
+
+    Refuses (ModelLoadError) a file that is missing, not ONNX, or whose graph breaks the
+    contract; the metadata is checked by whoever needs it (``check_metadata_contract``).
+    """
+
+    def __init__(self, path: str | Path, intra_op_threads: int | None = None):
+        path = Path(path)
+        self.session = load_session(path, intra_op_threads)
+        self.path = path
+        self.metadata = session_metadata(self.session)
+        check_session_contract(self.session)
+        self.sha256 = file_sha256(path)
+
+    @property
+    def version(self) -> str:
+        """``<package version>+<first 12 hex chars of the file's sha256>``, e.g. ``0.1.0+3f2a9c1b7d4e``."""
+        return model_version(self.sha256, self.metadata)
+
+    def q_values(self, frames: np.ndarray) -> np.ndarray:
+        """Float32 Q-values ``[N,4]`` for uint8 ``frames [N,84,84,4]``."""
+        return run_q_values(self.session, frames)
+
+    def act(self, frames: np.ndarray) -> np.ndarray:
+        """Greedy actions, int32 ``[N]``."""
+        return np.argmax(self.q_values(frames), axis=1).astype(np.int32)

@@ -1,0 +1,77 @@
+"""The serving side's defaults and the server's config, each defined once.
+
+``serve``'s flags, the server, the servicer, the batcher, the client, ``play`` and the health
+probe read them here. Standard library only: the container's health probe imports this module
+every few seconds. The service's name comes from the generated descriptor
+(``serving.healthcheck.SERVICE_NAME``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+HOST_ENV = "BREAKOUT_DQN_HOST"  # the images set 0.0.0.0: a container must be reachable from outside
+PORT_ENV = "BREAKOUT_DQN_PORT"  # `serve` binds it and the health probe checks it
+MODEL_ENV = "BREAKOUT_DQN_MODEL"
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 50051
+DEFAULT_MODEL = Path("models") / "breakout-dqn.onnx"  # in the repository root
+
+MAX_BATCH = 64  # stacks per forward pass
+MAX_DELAY_MS = 2.0  # longest a batch waits for more requests (never at concurrency 1)
+INLINE_GAP_MS = 0.2  # idle time after a pass before a small request may run on the event loop
+MAX_CONCURRENT = 256  # GetAction calls + open StreamActions streams; RESOURCE_EXHAUSTED past it
+MAX_STACKS_PER_REQUEST = 256  # also sets the max message size
+MESSAGE_OVERHEAD_BYTES = 1024  # protobuf framing allowed on top of the frame stacks
+GRACE_S = 10.0  # seconds in-flight calls get to finish on SIGTERM
+
+CALL_TIMEOUT_S = 5.0  # the client's deadline per GetAction call
+SERVING_WAIT_S = 30.0  # how long a client waits for the server to report SERVING
+PROBE_TIMEOUT_S = 3.0  # the health probe's deadline (the image's HEALTHCHECK --timeout)
+
+
+def default_host() -> str:
+    """The interface `serve` binds: ``$BREAKOUT_DQN_HOST``, else 127.0.0.1."""
+    return os.environ.get(HOST_ENV, DEFAULT_HOST)
+
+
+def default_port() -> str:
+    """The port `serve` binds and the probe checks by default: $BREAKOUT_DQN_PORT, unset or empty = 50051."""
+    return os.environ.get(PORT_ENV) or str(DEFAULT_PORT)
+
+
+def default_model_path() -> Path:
+    """``$BREAKOUT_DQN_MODEL``, else ``models/breakout-dqn.onnx`` in the repository root."""
+    if os.environ.get(MODEL_ENV):
+        return Path(os.environ[MODEL_ENV])
+    return Path(__file__).resolve().parent.parent / DEFAULT_MODEL
+
+
+def message_limit_bytes(max_stacks_per_request: int = MAX_STACKS_PER_REQUEST) -> int:
+    """The gRPC message size limit, in bytes, for requests of up to ``max_stacks_per_request`` stacks."""
+    from breakout_dqn.contract import STACK_BYTES  # not at import: the probe needs no numpy
+
+    return max_stacks_per_request * STACK_BYTES + MESSAGE_OVERHEAD_BYTES
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    """What one `serve` process runs with (every field is a flag of ``breakout-dqn serve``)."""
+
+    model: Path
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    max_batch: int = MAX_BATCH
+    max_delay_ms: float = MAX_DELAY_MS
+    inline_gap_ms: float | None = INLINE_GAP_MS  # the sequential-caller fast path (serving/batcher.py); None: off
+    max_concurrent: int = MAX_CONCURRENT
+    max_stacks_per_request: int = MAX_STACKS_PER_REQUEST
+    intra_op_threads: int | None = None
+    grace_s: float = GRACE_S
+
+    @property
+    def max_message_bytes(self) -> int:
+        return message_limit_bytes(self.max_stacks_per_request)

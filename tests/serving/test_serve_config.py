@@ -1,0 +1,87 @@
+"""Each serving default is defined once (serving/config.py) and every reader agrees with it."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from serving_helpers import REPO, subprocess_env
+
+from breakout.v1 import agent_pb2
+from breakout_dqn import contract
+from serving import config, healthcheck, play
+from serving.batcher import Batcher
+from serving.client import AgentClient
+from serving.config import ServerConfig
+from serving.server import parse_args
+from serving.service import AgentServicer, ServiceLimits
+
+
+def defaults_of(function) -> dict[str, object]:
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def test_serve_flags_default_to_the_server_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in (config.HOST_ENV, config.PORT_ENV, config.MODEL_ENV):
+        monkeypatch.delenv(variable, raising=False)
+    args = parse_args([])
+    expected = ServerConfig(model=Path("m.onnx"))
+    flags = {"host": args.host, "port": args.port, "max_batch": args.max_batch, "max_delay_ms": args.max_delay_ms,
+             "inline_gap_ms": args.inline_gap_ms, "max_concurrent": args.max_concurrent,
+             "max_stacks_per_request": args.max_stacks_per_request, "grace_s": args.grace,
+             "intra_op_threads": args.threads}
+    assert flags == {name: getattr(expected, name) for name in flags}
+    assert (expected.host, expected.port, expected.max_batch, expected.max_delay_ms, expected.inline_gap_ms,
+            expected.max_stacks_per_request) == ("127.0.0.1", 50051, 64, 2.0, 0.2, 256)
+
+
+def test_the_servicer_and_the_batcher_default_to_the_server_config() -> None:
+    expected = ServerConfig(model=Path("m.onnx"))
+    for function in (Batcher.__init__, AgentServicer.__init__):
+        defaults = defaults_of(function)
+        assert defaults["max_batch"] == expected.max_batch
+        assert defaults["max_delay_s"] == expected.max_delay_ms / 1000
+        assert defaults["inline_gap_s"] == expected.inline_gap_ms / 1000  # type: ignore[operator]
+    limits = ServiceLimits()
+    assert (limits.max_concurrent, limits.max_stacks_per_request) == (expected.max_concurrent,
+                                                                       expected.max_stacks_per_request)
+
+
+def test_the_client_can_send_the_largest_request_a_default_server_takes() -> None:
+    server_limit = ServerConfig(model=Path("m.onnx")).max_message_bytes
+    assert defaults_of(AgentClient.__init__)["max_message_bytes"] == server_limit
+    assert server_limit == config.MAX_STACKS_PER_REQUEST * contract.STACK_BYTES + config.MESSAGE_OVERHEAD_BYTES
+    assert ServerConfig(model=Path("m.onnx"), max_stacks_per_request=1).max_message_bytes == \
+        contract.STACK_BYTES + config.MESSAGE_OVERHEAD_BYTES
+
+
+def test_play_and_the_client_use_the_same_server_and_deadlines() -> None:
+    args = play.build_parser().parse_args([])
+    assert args.server == f"{config.DEFAULT_HOST}:{config.DEFAULT_PORT}" == "127.0.0.1:50051"
+    assert args.timeout == defaults_of(AgentClient.__init__)["timeout"] == config.CALL_TIMEOUT_S
+    assert args.wait == defaults_of(AgentClient.wait_until_serving)["timeout"] == config.SERVING_WAIT_S
+
+
+def test_the_service_name_is_the_generated_descriptors() -> None:
+    assert healthcheck.SERVICE_NAME == f"{agent_pb2.DESCRIPTOR.package}.AgentService" == "breakout.v1.AgentService"
+    assert defaults_of(AgentClient.health)["service"] == healthcheck.SERVICE_NAME
+    assert defaults_of(healthcheck.check)["service"] == healthcheck.SERVICE_NAME
+
+
+def test_the_config_and_the_health_probe_stay_cheap_to_import() -> None:
+    """The image's HEALTHCHECK runs the probe every 10 s: no numpy, onnxruntime or model code."""
+    code = (
+        "import sys\n"
+        "import serving.config\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('numpy', 'grpc', 'google')], 'config'\n"
+        "import serving.healthcheck\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'onnxruntime', 'breakout_dqn'))\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env=subprocess_env(), cwd=REPO)
+    assert result.returncode == 0, result.stderr
