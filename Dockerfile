@@ -13,10 +13,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
+# Everything the commands write besides their outputs (Keras' config, matplotlib's cache,
+# TensorFlow's autograph files, other caches under $HOME) goes under /tmp: the containers run with
+# a read-only root filesystem and a writable /tmp (Kubernetes: an emptyDir, deploy/k8s; Docker:
+# --read-only --tmpfs /tmp). The user is numeric (10001) so runAsNonRoot can verify it.
+ENV HOME=/tmp \
+    KERAS_HOME=/tmp/keras \
+    MPLCONFIGDIR=/tmp/matplotlib
 RUN python3 -m venv /opt/venv \
- && useradd --create-home --uid 10001 --shell /usr/sbin/nologin dqn \
- && mkdir -p /models && chown dqn:dqn /models
+ && groupadd --gid 10001 dqn \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin dqn \
+ && mkdir -p /models && chown 10001:10001 /models
 WORKDIR /opt/breakout-dqn
+# The pins of every dependency (bash scripts/lock.sh): an image built later gets the same packages.
+COPY requirements/constraints.txt ./requirements/
 COPY pyproject.toml README.md ./
 COPY breakout_dqn ./breakout_dqn
 COPY breakout ./breakout
@@ -32,8 +42,9 @@ ENV BREAKOUT_DQN_MODEL=/opt/breakout-dqn/models/breakout-dqn.onnx \
 
 # Slim serving image: numpy, onnxruntime, grpcio (+ health, reflection), protobuf. No TensorFlow.
 FROM base AS serve
-RUN pip install --no-compile ".[serve]" && pip uninstall -y pip setuptools >/dev/null 2>&1 || true
-USER dqn
+RUN pip install --no-compile --constraint requirements/constraints.txt ".[serve]" \
+ && (pip uninstall -y pip setuptools >/dev/null 2>&1 || true)
+USER 10001:10001
 VOLUME ["/models"]
 EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
@@ -43,8 +54,8 @@ CMD ["serve"]
 
 # Full image: training, evaluation, export, verify, serve and play.
 FROM base AS train
-RUN pip install ".[train]"
-USER dqn
+RUN pip install --constraint requirements/constraints.txt ".[train]"
+USER 10001:10001
 VOLUME ["/models"]
 EXPOSE 50051
 # A batch job has no server to probe; run `serve` from the slim image for a health-checked service.

@@ -2,7 +2,8 @@
 # Build and run both container targets without a Docker engine or a registry:
 # podman + runc, a Debian bookworm base made with debootstrap from this machine's apt mirror,
 # then: train a few hundred steps in the `train` image into a mounted directory, export it
-# (parity gate included), serve it from the slim `serve` image, and play a game through gRPC.
+# (parity gate included), serve it from the slim `serve` image, and play a game through gRPC;
+# every container with a read-only root filesystem and a writable /tmp, as in deploy/k8s.
 #
 #   sudo bash scripts/container-smoke.sh [--keep]     (needs root for podman/debootstrap)
 #
@@ -68,7 +69,10 @@ podman image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep smoke
 
 MODELS="$WORK/models"
 rm -rf "$MODELS" && mkdir -p "$MODELS" && chmod 0777 "$MODELS"   # the images run as uid 10001
-run() { podman run --rm --network=host -v "$MODELS:/models" "$@"; }
+# As the Kubernetes pods run them (deploy/k8s): a read-only root filesystem with only /tmp (and the
+# mounted /models) writable, as the images' numeric user.
+RO=(--read-only --read-only-tmpfs=false --tmpfs /tmp:rw,mode=1777 --user 10001:10001)
+run() { podman run --rm --network=host "${RO[@]}" -v "$MODELS:/models" "$@"; }
 
 step "train: $STEPS agent steps into the mounted /models"
 run localhost/breakout-dqn:smoke train --out /models/run --steps "$STEPS" --num-envs 4 \
@@ -81,7 +85,7 @@ run localhost/breakout-dqn:smoke verify /models/model.onnx
 
 step "serve: slim image on 127.0.0.1:$PORT"
 podman rm -f breakout-dqn-smoke >/dev/null 2>&1 || true
-podman run -d --name breakout-dqn-smoke --network=host -v "$MODELS:/models:ro" \
+podman run -d --name breakout-dqn-smoke --network=host "${RO[@]}" -v "$MODELS:/models:ro" \
   -e "BREAKOUT_DQN_PORT=$PORT" \
   localhost/breakout-dqn-serve:smoke serve --model /models/model.onnx >/dev/null
 cleanup() { [ "$KEEP" = "--keep" ] || podman rm -f breakout-dqn-smoke >/dev/null 2>&1 || true; }

@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 if [ ! -x .venv/bin/breakout-dqn ]; then
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[train]"
+  .venv/bin/python -m pip install --quiet --constraint requirements/constraints.txt -e ".[train]"
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate

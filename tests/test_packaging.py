@@ -17,7 +17,8 @@ def test_serve_extra_installs_and_imports_without_tensorflow(tmp_path: Path, onn
     venv = tmp_path / "serve-only"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"{ROOT}[serve]"],
+    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--constraint",
+                              str(ROOT / "requirements" / "constraints.txt"), f"{ROOT}[serve]"],
                              capture_output=True, text=True, timeout=800)
     assert install.returncode == 0, install.stderr[-3000:]
     listed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True,

@@ -1,0 +1,110 @@
+"""Render deploy/k8s with ``kubectl kustomize`` and read its objects as the kubelet would."""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy" / "k8s"
+KUBECTL = shutil.which("kubectl")
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed (it renders deploy/k8s)")
+
+Object = dict[str, Any]
+
+
+def kustomizations() -> list[str]:
+    """Every kustomization under deploy/k8s that renders on its own (components do not), relative paths."""
+    found = []
+    for path in sorted(DEPLOY.rglob("kustomization.yaml")):
+        if not re.search(r"^kind: Component$", path.read_text(), re.MULTILINE):
+            found.append(str(path.parent.relative_to(DEPLOY)))
+    return found
+
+
+@functools.cache
+def render(directory: str = ".") -> tuple[Object, ...]:
+    """The objects of ``kubectl kustomize deploy/k8s/DIRECTORY``."""
+    import yaml
+
+    assert KUBECTL is not None
+    result = subprocess.run([KUBECTL, "kustomize", str(DEPLOY / directory)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    return tuple(document for document in yaml.safe_load_all(result.stdout) if document)
+
+
+def find(objects: tuple[Object, ...], kind: str, name: str) -> Object:
+    """The object of this kind whose name is ``name`` (ConfigMaps: ``name`` plus kustomize's hash suffix)."""
+    for obj in objects:
+        object_name = obj["metadata"]["name"]
+        if obj["kind"] == kind and (object_name == name or re.fullmatch(rf"{re.escape(name)}-[a-z0-9]{{10}}",
+                                                                           object_name)):
+            return obj
+    raise AssertionError(f"no {kind} {name} in {[(o['kind'], o['metadata']['name']) for o in objects]}")
+
+
+def pod_spec(workload: Object) -> Object:
+    return workload["spec"]["template"]["spec"]
+
+
+def all_containers(spec: Object) -> list[Object]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def container(spec: Object, name: str) -> Object:
+    matches = [c for c in all_containers(spec) if c["name"] == name]
+    assert len(matches) == 1, f"container {name!r}: {[c['name'] for c in all_containers(spec)]}"
+    return matches[0]
+
+
+def container_env(spec: Object, cont: Object, objects: tuple[Object, ...], completion_index: int = 0) -> dict:
+    """The container's environment as the kubelet builds it (envFrom, then env), for one completion index."""
+    env: dict[str, str] = {}
+    for source in cont.get("envFrom", []):
+        config_map = find(objects, "ConfigMap", source["configMapRef"]["name"])
+        env.update(config_map["data"])
+    for variable in cont.get("env", []):
+        if "value" in variable:
+            env[variable["name"]] = expand(variable["value"], env)
+            continue
+        source = variable["valueFrom"]
+        if "fieldRef" in source:
+            path = source["fieldRef"]["fieldPath"]
+            assert path == "metadata.annotations['batch.kubernetes.io/job-completion-index']", path
+            env[variable["name"]] = str(completion_index)
+        elif "resourceFieldRef" in source:
+            resource = source["resourceFieldRef"]["resource"]  # e.g. limits.cpu
+            kind, name = resource.split(".")
+            env[variable["name"]] = str(cont["resources"][kind][name])
+        else:
+            raise AssertionError(f"unhandled env source {source}")
+    return env
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """The kubelet's ``$(VAR)`` expansion; a reference to an undefined variable fails here.
+
+    (The kubelet would leave it as literal text, silently: e.g. ``--out=/models/runs/seed-$(SEED)``.)
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        assert name in env, f"$({name}) in {value!r} names no variable of the container"
+        return env[name]
+
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", replace, value)
+
+
+def command_line(spec: Object, cont: Object, objects: tuple[Object, ...], completion_index: int = 0) -> list[str]:
+    """``command`` + ``args`` with the variables expanded."""
+    env = container_env(spec, cont, objects, completion_index)
+    return [expand(part, env) for part in [*cont["command"], *cont.get("args", [])]]

@@ -1,0 +1,236 @@
+"""deploy/k8s, checked without a cluster: the schema check, and what the schema cannot see.
+
+The schema check is scripts/check-k8s.sh (kubectl kustomize + kubernetes-validate). The rest reads
+the rendered objects and holds them to the code they run: every command line parses with today's
+flags, the images' user and writable paths, the replay's memory, the export and verify exit codes,
+the server's probes, port, grace period and model version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from k8s_helpers import (
+    DEPLOY,
+    REPO,
+    all_containers,
+    command_line,
+    container,
+    container_env,
+    find,
+    kustomizations,
+    needs_kubectl,
+    pod_spec,
+    render,
+)
+
+from breakout_dqn.cli import COMMANDS
+
+pytestmark = needs_kubectl
+DOCKERFILE = (REPO / "Dockerfile").read_text()
+WORKLOADS = ("Deployment", "Job")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """``breakout-dqn COMMAND ARGS...`` through the command's own parser; an unknown flag fails."""
+    assert argv[0] == "breakout-dqn", argv
+    module = importlib.import_module(COMMANDS[argv[1]][0])
+    try:
+        if hasattr(module, "build_parser"):
+            return module.build_parser().parse_args(argv[2:])
+        return module.parse_args(argv[2:])
+    except SystemExit as error:
+        raise AssertionError(f"`breakout-dqn {argv[1]}` refuses {argv[2:]} (exit {error.code})") from None
+
+
+def workloads() -> list[tuple[str, dict]]:
+    return [(directory, obj) for directory in kustomizations() for obj in render(directory) if obj["kind"] in WORKLOADS]
+
+
+def test_every_kustomization_renders_and_validates_against_the_pinned_schema() -> None:
+    environment = {**os.environ, "PYTHON": sys.executable,
+                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run(["bash", "scripts/check-k8s.sh"], capture_output=True, text=True, timeout=300,
+                            cwd=REPO, env=environment)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for directory in kustomizations():
+        shown = "deploy/k8s" if directory == "." else f"deploy/k8s/{directory}"
+        assert re.search(rf"^ok +{re.escape(shown)}: \d+ objects valid", result.stdout, re.MULTILINE), result.stdout
+
+
+def test_every_pod_runs_as_the_images_numeric_user_on_a_read_only_root() -> None:
+    users = set(re.findall(r"^USER\s+(\S+)", DOCKERFILE, re.MULTILINE))
+    assert len(users) == 1 and re.fullmatch(r"\d+:\d+", next(iter(users))), users  # runAsNonRoot needs a number
+    uid, gid = (int(part) for part in next(iter(users)).split(":"))
+    # The image keeps every incidental write under /tmp, the one writable path besides the data volume.
+    for variable in ("HOME", "KERAS_HOME", "MPLCONFIGDIR"):
+        assert re.search(rf"\b{variable}=/tmp\b", DOCKERFILE), variable
+    for directory, workload in workloads():
+        spec = pod_spec(workload)
+        where = f"{directory}: {workload['kind']} {workload['metadata']['name']}"
+        security = spec["securityContext"]
+        assert (security["runAsNonRoot"], security["runAsUser"], security["runAsGroup"]) == (True, uid, gid), where
+        assert spec["automountServiceAccountToken"] is False, where
+        empty_dirs = {volume["name"] for volume in spec["volumes"] if "emptyDir" in volume}
+        for cont in all_containers(spec):
+            context = cont["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, (where, cont["name"])
+            assert context["allowPrivilegeEscalation"] is False, (where, cont["name"])
+            assert context["capabilities"]["drop"] == ["ALL"], (where, cont["name"])
+            tmp = [mount for mount in cont["volumeMounts"] if mount["mountPath"] == "/tmp"]
+            assert tmp and tmp[0]["name"] in empty_dirs, f"{where}: {cont['name']} has no emptyDir at /tmp"
+            assert cont["resources"]["limits"]["memory"], (where, cont["name"])
+
+
+def test_every_command_parses_with_the_flags_the_cli_accepts_today() -> None:
+    checked = 0
+    for directory, workload in workloads():
+        spec = pod_spec(workload)
+        for cont in all_containers(spec):
+            if cont["command"][0] != "breakout-dqn":
+                continue
+            # Expands every $(VAR): a reference to an undefined variable would reach the command verbatim.
+            argv = command_line(spec, cont, render(directory), completion_index=1)
+            parse(argv)
+            checked += 1
+    assert checked >= 4  # train, export, verify, serve
+
+
+def test_training_job_trains_one_seed_per_completion_index_and_resumes_itself() -> None:
+    objects = render("train")
+    job = find(objects, "Job", "breakout-dqn-train")
+    spec = pod_spec(job)
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert spec["restartPolicy"] == "OnFailure"
+    train = container(spec, "train")
+    mounts = {mount["name"]: mount["mountPath"] for mount in train["volumeMounts"]}
+    claims = {volume["name"] for volume in spec["volumes"] if "persistentVolumeClaim" in volume}
+    (volume_path,) = [path for name, path in mounts.items() if name in claims]
+    export_job = find(render("export"), "Job", "breakout-dqn-export")
+    export_spec = pod_spec(export_job)
+    assert export_job["spec"]["completions"] == job["spec"]["completions"]
+    outs = set()
+    for index in range(job["spec"]["completions"]):
+        argv = command_line(spec, train, objects, completion_index=index)
+        assert argv[:2] == ["breakout-dqn", "train"] and "--auto-resume" in argv
+        assert f"--seed={index}" in argv, argv
+        (out,) = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--out=")]
+        assert out.startswith(volume_path + "/"), out
+        outs.add(out)
+        # The export Job's index N exports what the training Job's index N trained.
+        export_argv = command_line(export_spec, container(export_spec, "export"), render("export"), index)
+        assert export_argv[:3] == ["breakout-dqn", "export", f"{out}/model.keras"], export_argv
+    assert len(outs) == job["spec"]["completions"]  # every seed its own run directory
+
+
+def test_training_memory_holds_the_full_replay_and_the_learner() -> None:
+    from training import replay
+
+    job = find(render("train"), "Job", "breakout-dqn-train")
+    train = container(pod_spec(job), "train")
+    (capacity,) = [int(arg.split("=", 1)[1]) for arg in train["args"] if arg.startswith("--replay-capacity=")]
+    headroom = inspect.signature(replay.check_fits_in_memory).parameters["headroom_bytes"].default
+    need = replay.estimate_bytes(capacity) + headroom
+    requests, limits = train["resources"]["requests"], train["resources"]["limits"]
+    assert requests["memory"] == limits["memory"]  # reserved up front: the replay fills for hours
+    assert re.fullmatch(r"\d+Gi", limits["memory"]), limits
+    limit = int(limits["memory"][:-2]) * 1024**3
+    assert need <= limit <= 1.5 * need, (need, limit)
+
+
+def test_export_job_fails_at_once_on_the_verdicts_of_export_and_verify() -> None:
+    from export import cli as export_cli
+    from export import verify
+
+    job = find(render("export"), "Job", "breakout-dqn-export")
+    spec = pod_spec(job)
+    assert spec["restartPolicy"] == "Never"
+    assert [c["name"] for c in spec["initContainers"]] == ["export"] and [c["name"] for c in spec["containers"]] == [
+        "verify"]
+    verdicts = {export_cli.EXIT_USAGE, export_cli.EXIT_CONTRACT, export_cli.EXIT_PARITY, verify.EXIT_USAGE,
+                verify.EXIT_CONTRACT, verify.EXIT_SCORE}
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    fail_job = [rule for rule in rules if rule["action"] == "FailJob"]
+    assert len(fail_job) == 1 and set(fail_job[0]["onExitCodes"]["values"]) == verdicts
+    assert fail_job[0]["onExitCodes"]["operator"] == "In"
+    verify_argv = command_line(spec, container(spec, "verify"), render("export"), completion_index=0)
+    export_argv = command_line(spec, container(spec, "export"), render("export"), completion_index=0)
+    out = [arg.split("=", 1)[1] for arg in export_argv if arg.startswith("--out=")]
+    assert verify_argv[2] == out[0] and parse(verify_argv).min_score > 0
+
+
+def test_serving_probes_ports_and_grace_match_the_server() -> None:
+    from serving.healthcheck import DEFAULT_PORT
+    from serving.server import SERVICE_NAME
+
+    objects = render("serve")
+    deployment = find(objects, "Deployment", "breakout-dqn-serve")
+    spec = pod_spec(deployment)
+    serve = container(spec, "serve")
+    (port,) = serve["ports"]
+    assert (port["name"], port["containerPort"]) == ("grpc", DEFAULT_PORT)  # the image's $BREAKOUT_DQN_PORT
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert serve[probe]["grpc"]["port"] == DEFAULT_PORT, probe
+    assert serve["startupProbe"]["grpc"]["service"] == serve["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
+    grace = parse(command_line(spec, serve, objects)).grace
+    drain = serve["lifecycle"]["preStop"]["sleep"]["seconds"] + grace
+    assert spec["terminationGracePeriodSeconds"] >= drain + 10, (spec["terminationGracePeriodSeconds"], drain)
+
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+    for name, headless in (("breakout-dqn-serve", False), ("breakout-dqn-serve-headless", True)):
+        service = find(objects, "Service", name)
+        assert service["spec"]["selector"] == selector, name
+        assert (service["spec"].get("clusterIP") == "None") is headless, name
+        assert [p["targetPort"] for p in service["spec"]["ports"]] == ["grpc"], name
+    assert find(objects, "PodDisruptionBudget", "breakout-dqn-serve")["spec"]["selector"]["matchLabels"] == selector
+    target = find(objects, "HorizontalPodAutoscaler", "breakout-dqn-serve")["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", "breakout-dqn-serve")
+    assert "replicas" not in deployment["spec"]  # the autoscaler owns it
+
+
+def check_model_version(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    script = DEPLOY / "serve" / "check_model_version.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env, "PYTHONPATH": str(REPO)}, cwd=REPO)
+
+
+def test_serving_pins_the_model_the_image_ships() -> None:
+    objects = render("serve")
+    spec = pod_spec(find(objects, "Deployment", "breakout-dqn-serve"))
+    env = container_env(spec, container(spec, "serve"), objects)
+    assert container_env(spec, container(spec, "check-model-version"), objects) == env
+    # The image copies models/ to /opt/breakout-dqn/models (WORKDIR) and serves that file by default.
+    assert re.search(r"^WORKDIR /opt/breakout-dqn$", DOCKERFILE, re.MULTILINE)
+    assert f"BREAKOUT_DQN_MODEL={env['BREAKOUT_DQN_MODEL']}" in DOCKERFILE
+    shipped = REPO / Path(env["BREAKOUT_DQN_MODEL"]).relative_to("/opt/breakout-dqn")
+    pinned = {**env, "BREAKOUT_DQN_MODEL": str(shipped)}
+    result = check_model_version(pinned)
+    assert result.returncode == 0, (
+        f"{result.stderr}\nthe pin in deploy/k8s/serve/kustomization.yaml is not the shipped model's version")
+    wrong = check_model_version({**pinned, "BREAKOUT_DQN_MODEL_VERSION": "0.1.0+000000000000"})
+    assert wrong.returncode == 1
+    assert env["BREAKOUT_DQN_MODEL_VERSION"] in wrong.stderr and "0.1.0+000000000000" in wrong.stderr
+    printed = check_model_version({}, "--model", str(shipped), "--print")
+    assert printed.stdout.strip() == env["BREAKOUT_DQN_MODEL_VERSION"]
+
+
+def test_model_from_volume_overlay_mounts_the_training_volume_read_only() -> None:
+    objects = render("overlays/serve-model-from-pvc")
+    spec = pod_spec(find(objects, "Deployment", "breakout-dqn-serve"))
+    env = container_env(spec, container(spec, "serve"), objects)
+    (claim,) = [volume for volume in spec["volumes"] if "persistentVolumeClaim" in volume]
+    assert claim["persistentVolumeClaim"] == {"claimName": "breakout-dqn-runs", "readOnly": True}
+    assert find(render("train"), "PersistentVolumeClaim", "breakout-dqn-runs")
+    for name in ("check-model-version", "serve"):
+        (mount,) = [m for m in container(spec, name)["volumeMounts"] if m["name"] == claim["name"]]
+        assert mount["readOnly"] is True and env["BREAKOUT_DQN_MODEL"].startswith(mount["mountPath"] + "/")
+    assert re.fullmatch(r"\d+\.\d+\.\d+\+[0-9a-f]{12}", env["BREAKOUT_DQN_MODEL_VERSION"])  # a placeholder to replace

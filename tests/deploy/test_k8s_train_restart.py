@@ -1,0 +1,90 @@
+"""The training Job's own command survives a SIGKILL: run it, kill it after a checkpoint, run it again.
+
+This is what Kubernetes does to the Job's pod when it is OOM-killed or its node is lost
+(restartPolicy OnFailure, or a new pod for the same completion index): the identical command
+line runs again against the same volume, and must continue from the newest checkpoint instead of
+refusing the run directory or starting over. The command is read from the rendered manifest; only
+the size of the run is overridden (later flags win), and the volume's mount path is mapped to a
+temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from k8s_helpers import REPO, command_line, container, container_env, find, needs_kubectl, pod_spec, render
+
+from training.checkpoint import PATTERN, list_checkpoints
+
+STEPS = 1200
+TINY = [f"--steps={STEPS}", "--num-envs=4", "--replay-capacity=4000", "--learning-starts=200", "--random-steps=100",
+        "--checkpoint-every=400", "--eval-every=0", "--final-eval-episodes=1", "--log-every=200"]
+INDEX = 1  # the completion index, i.e. the seed
+
+
+def tail(text: str) -> str:
+    return text[-3000:]
+
+
+@needs_kubectl
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_train_job_command_continues_from_its_checkpoint_after_sigkill(tmp_path: Path) -> None:
+    objects = render("train")
+    job = find(objects, "Job", "breakout-dqn-train")
+    spec = pod_spec(job)
+    train = container(spec, "train")
+    argv = command_line(spec, train, objects, completion_index=INDEX)
+    claims = {volume["name"] for volume in spec["volumes"] if "persistentVolumeClaim" in volume}
+    (mount_path,) = [m["mountPath"] for m in train["volumeMounts"] if m["name"] in claims]
+    volume = tmp_path / "volume"
+    assert argv[0] == "breakout-dqn"  # the console script of breakout_dqn.cli
+    command = [sys.executable, "-m", "breakout_dqn.cli",
+               *(arg.replace(f"{mount_path}/", f"{volume}/") for arg in argv[1:]), *TINY]
+    (out,) = [Path(arg.split("=", 1)[1]) for arg in command if arg.startswith("--out=")]
+    assert out.is_relative_to(volume)
+    env = {**os.environ, **container_env(spec, train, objects, completion_index=INDEX),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+
+    # First run: SIGKILL as soon as it has written a checkpoint (no handler runs, nothing is saved).
+    first_log = tmp_path / "first.log"
+    with first_log.open("w") as log:
+        first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        try:
+            deadline = time.monotonic() + 600
+            while not list_checkpoints(out / "checkpoints") and first.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert first.poll() is None, f"ended (exit {first.returncode}) before it could be killed:\n" + tail(
+                first_log.read_text())
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=60)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+    assert first.returncode == -signal.SIGKILL
+    checkpoints = list_checkpoints(out / "checkpoints")
+    assert checkpoints, tail(first_log.read_text())
+    match = PATTERN.match(checkpoints[-1].name)
+    assert match
+    killed_at = int(match.group(1))
+    assert 0 < killed_at < STEPS and not (out / "eval.json").exists()
+
+    # Second run: the same command, unchanged, as the restarted pod runs it.
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    output = second.stdout + second.stderr
+    assert second.returncode == 0, tail(output)
+    resumed = re.search(r"resumed from checkpoint-(\d+)\.npz", output)
+    assert resumed and int(resumed.group(1)) == killed_at, tail(output)
+    summary = json.loads(second.stdout.strip().splitlines()[-1])
+    assert summary["train_agent_steps"] == STEPS
+    assert json.loads((out / "eval.json").read_text())["train_agent_steps"] == STEPS
