@@ -18,8 +18,8 @@ import argparse
 import os
 import sys
 
-from serving.policy import ModelLoadError, OnnxPolicy
-from serving.server import MODEL_ENV, default_model_path
+from breakout_dqn.onnx_model import ModelLoadError, OnnxPolicy
+from serving.config import MODEL_ENV, default_model_path
 
 PIN_ENV = "BREAKOUT_DQN_MODEL_VERSION"
 PROG = "check_model_version"
