@@ -1,13 +1,16 @@
-"""Trainer throughput against the machine's compute limit and against the Keras example's loop.
+"""Trainer throughput of each preset, as ratios against the ``cleanrl`` preset measured in the same run.
 
-Prints, from one run on this machine:
-- t_update: the isolated compiled train step of the preset's model (same batch, warmed up);
-- the trainer's agent steps/s in the learning phase (read from its metrics.jsonl);
-- efficiency = steps/s * t_update / train_frequency (1.0 = every cycle spent in updates);
-- the Keras example's own loop (Python lists of float32 stacks, eager update, one model call per
-  step; ported to gymnasium) measured the same way, and the speed-up over it.
+For every preset asked for, the real trainer (``breakout-dqn train``) runs a short piece into a
+temporary directory and its own ``metrics.jsonl`` gives the agent steps/s of the learning phase
+(after the first log window, which holds XLA compilation). For DQN presets the isolated compiled
+update (batch 32, warmed up) is timed too, and the efficiency is steps/s * t_update / train_frequency
+(1.0 = every cycle spent in updates). For PQN the loop's own timers split each rollout into acting
++ games, Q(lambda) targets and training epochs. ``cleanrl`` is the baseline: the same update as
+CleanRL's dqn_atari.py (~100 agent steps/s on a 2-core Zen 4 machine, NOTES.md), run here.
 
-Usage: python benchmarks/train_throughput.py [--preset default] [--steps 6000] [--baseline-steps 600]
+Usage: python benchmarks/train_throughput.py [--presets pqn default cleanrl] [--dqn-steps 6000]
+       [--pqn-steps 32768] [--keras-example-steps 0] [--json results/train_throughput.json]
+Pause any training run first (SIGSTOP): the figures are only valid on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -24,14 +28,16 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+LOG_EVERY = {"dqn": 1000, "pqn": 4096}
+WARM_UP_STEPS = 1000  # DQN: random steps before learning, kept short
 
 
-def isolated_update_seconds(preset: str, repeats: int = 60) -> float:
+def isolated_update_seconds(preset: str, repeats: int = 30) -> float:
+    """Best-of-3 mean time of one compiled DQN update of the preset's network (batch as configured)."""
     import numpy as np
 
     from training.config import resolve
-    from training.learners import make_learner
-    from training.model import build_q_network
+    from training.learners import build_learner
     from training.replay import Batch
 
     config = resolve({"preset": preset})
@@ -40,11 +46,11 @@ def isolated_update_seconds(preset: str, repeats: int = 60) -> float:
     batch = Batch(rng.integers(0, 256, (size, 84, 84, 4), dtype=np.uint8), rng.integers(0, 4, size).astype(np.int32),
                   rng.random(size).astype(np.float32), np.full(size, 0.97, np.float32), np.zeros(size, np.float32),
                   rng.integers(0, 256, (size, 84, 84, 4), dtype=np.uint8))
-    learner = make_learner(config, build_q_network(config.dueling), build_q_network(config.dueling))
+    learner = build_learner(config)
     for _ in range(10):
         learner.update(batch)
     best = float("inf")
-    for _ in range(3):  # best of 3 blocks: the least-disturbed estimate of the step itself
+    for _ in range(3):
         started = time.perf_counter()
         for _ in range(repeats // 3):
             learner.update(batch)
@@ -52,22 +58,33 @@ def isolated_update_seconds(preset: str, repeats: int = 60) -> float:
     return best
 
 
-def trainer_steps_per_second(preset: str, steps: int, learning_starts: int) -> tuple[float, int]:
+def trainer_run(preset: str, steps: int) -> dict:
     """Run the real trainer; return steps/s over the learning phase after its first log window."""
+    from training.config import resolve
+
+    algorithm = resolve({"preset": preset}).algorithm
+    log_every = LOG_EVERY[algorithm]
+    flags = ["--preset", preset, "--steps", str(steps), "--eval-every", "0", "--final-eval-episodes", "1",
+             "--log-every", str(log_every), "--checkpoint-every", str(10 * steps), "--no-progress"]
+    first_learning_step = 0
+    if algorithm == "dqn":
+        first_learning_step = WARM_UP_STEPS
+        flags += ["--learning-starts", str(WARM_UP_STEPS), "--random-steps", str(WARM_UP_STEPS),
+                  "--replay-capacity", "100000", "--no-durable-replay"]
     with tempfile.TemporaryDirectory() as directory:
         out = Path(directory) / "run"
-        log_every = 1000
-        command = [sys.executable, "-m", "breakout_dqn.cli", "train", "--preset", preset, "--out", str(out),
-                   "--steps", str(steps), "--learning-starts", str(learning_starts),
-                   "--random-steps", str(learning_starts), "--replay-capacity", "100000",
-                   "--eval-every", "0", "--final-eval-episodes", "1", "--log-every", str(log_every),
-                   "--checkpoint-every", str(10 * steps), "--no-progress"]
-        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "breakout_dqn.cli", "train", "--out", str(out), *flags], check=True,
+                       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in records if r["type"] == "train" and r["step"] > learning_starts + log_every]
-    # Weighted by interval length: total steps / total time across the measured windows.
+    train = [r for r in records if r["type"] == "train" and r["step"] > first_learning_step + log_every]
     seconds = sum(log_every / r["steps_per_second"] for r in train)
-    return len(train) * log_every / seconds, len(train) * log_every
+    result = {"preset": preset, "algorithm": algorithm, "steps_per_second": len(train) * log_every / seconds,
+              "measured_steps": len(train) * log_every}
+    if algorithm == "pqn":
+        phases = {phase: sum(r[f"seconds_{phase}"] for r in train) for phase in ("rollout", "targets", "training")}
+        result["phase_ms_per_1000_steps"] = {phase: round(1e6 * value / result["measured_steps"], 1)
+                                             for phase, value in phases.items()}
+    return result
 
 
 def keras_example_steps_per_second(steps: int) -> float:
@@ -138,31 +155,44 @@ def keras_example_steps_per_second(steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="keras-example", choices=["default", "keras-example"])
-    parser.add_argument("--steps", type=int, default=6000, help="trainer agent steps (learning phase after 1000)")
-    parser.add_argument("--baseline-steps", type=int, default=400, help="Keras-example loop steps; 0 = skip")
+    parser.add_argument("--presets", nargs="+", default=["pqn", "default", "cleanrl"],
+                        choices=["pqn", "default", "cleanrl", "keras-example"])
+    parser.add_argument("--dqn-steps", type=int, default=6000, help="agent steps per DQN trainer run")
+    parser.add_argument("--pqn-steps", type=int, default=32768, help="agent steps of the PQN trainer run")
+    parser.add_argument("--keras-example-steps", type=int, default=0, help="the notebook's own loop; 0 = skip")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    presets = list(dict.fromkeys(["cleanrl", *args.presets]))  # the baseline first
     from training.config import resolve
 
-    train_frequency = resolve({"preset": args.preset}).train_frequency
-    # t_update before and after the trainer run; the smaller is the least-disturbed estimate
-    # (a busy machine inflates it, which would flatter the efficiency).
-    t_before = isolated_update_seconds(args.preset)
-    steps_per_second, measured = trainer_steps_per_second(args.preset, args.steps, learning_starts=1000)
-    t_after = isolated_update_seconds(args.preset)
-    t_update = min(t_before, t_after)
-    efficiency = steps_per_second * t_update / train_frequency
-    print(f"preset                     {args.preset}")
-    print(f"isolated train step        t_update = {t_update * 1000:.1f} ms (batch 32, XLA; before "
-          f"{t_before * 1000:.1f}, after {t_after * 1000:.1f})")
-    limit = train_frequency / t_update
-    print(f"compute limit              {limit:.1f} agent steps/s (1 update / {train_frequency} steps)")
-    print(f"trainer, learning phase    {steps_per_second:.1f} agent steps/s over {measured} steps")
-    print(f"efficiency                 {efficiency:.3f}  (steps/s x t_update / train_frequency; target >= 0.9)")
-    if args.baseline_steps:
-        baseline = keras_example_steps_per_second(args.baseline_steps)
-        print(f"Keras example loop         {baseline:.1f} agent steps/s over {args.baseline_steps} steps")
-        print(f"speed-up vs Keras example  {steps_per_second / baseline:.2f}x")
+    results = []
+    for preset in presets:
+        config = resolve({"preset": preset})
+        result = trainer_run(preset, args.pqn_steps if config.algorithm == "pqn" else args.dqn_steps)
+        if config.algorithm == "dqn":
+            result["t_update_ms"] = isolated_update_seconds(preset) * 1000
+            result["efficiency"] = result["steps_per_second"] * result["t_update_ms"] / 1000 / config.train_frequency
+        results.append(result)
+    baseline = results[0]["steps_per_second"]
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; baseline: cleanrl preset "
+          f"(CleanRL dqn_atari's update), {baseline:.1f} agent steps/s")
+    print(f"{'preset':<14}{'algorithm':<10}{'steps/s':>9}{'x cleanrl':>10}  details")
+    for result in results:
+        details = ""
+        if "t_update_ms" in result:
+            details = f"update {result['t_update_ms']:.1f} ms, efficiency {result['efficiency']:.2f}"
+        if "phase_ms_per_1000_steps" in result:
+            phases = result["phase_ms_per_1000_steps"]
+            details = ", ".join(f"{phase} {value:.0f} ms" for phase, value in phases.items()) + " per 1,000 steps"
+        print(f"{result['preset']:<14}{result['algorithm']:<10}{result['steps_per_second']:>9.1f}"
+              f"{result['steps_per_second'] / baseline:>10.2f}  {details}")
+    if args.keras_example_steps:
+        example = keras_example_steps_per_second(args.keras_example_steps)
+        results.append({"preset": "keras-example notebook loop", "steps_per_second": example})
+        print(f"{'notebook loop':<24}{example:>9.1f}{example / baseline:>10.2f}  the Keras example's own loop")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": platform.processor(), "cpus": os.cpu_count(),
+                                         "baseline": "cleanrl", "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

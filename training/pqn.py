@@ -8,15 +8,23 @@ Checkpoints fall between rollouts.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from breakout_dqn import contract
 from training.config import TrainConfig
-from training.session import RunSession, epsilon_at, generator
+from training.session import RunSession, crossed, epsilon_at, generator
 
 
 def preflight(config: TrainConfig) -> None:
     """Nothing to check before the run: the rollout takes ~28 KB per transition (115 MB at 128 x 32)."""
+
+
+def _lap(seconds: dict[str, float], phase: str, since: float) -> float:
+    now = time.perf_counter()
+    seconds[phase] += now - since
+    return now
 
 
 def q_lambda_targets(rewards: np.ndarray, terminals: np.ndarray, next_values: np.ndarray, gamma: float,
@@ -59,10 +67,11 @@ def run(session: RunSession) -> None:
         state.sample_rng_state = minibatch_rng.bit_generator.state
         session.save_checkpoint()
 
+    seconds = {"rollout": 0.0, "targets": 0.0, "training": 0.0}  # since the last train record
     try:
         observations = games.reset(seed=config.seed + state.step)
         while session.running:
-            start = state.step
+            start, clock = state.step, time.perf_counter()
             greedy, _ = learner.act_with_values(contract.channels_last(observations))
             for t in range(config.rollout_steps):
                 rollout.frames[t] = contract.channels_last(observations)
@@ -72,14 +81,20 @@ def run(session: RunSession) -> None:
                 rollout.terminals[t], rollout.real[t] = result.terminal, result.real
                 observations, state.step = result.observations, state.step + config.num_envs
                 greedy, rollout.next_values[t] = learner.act_with_values(contract.channels_last(observations))
+            clock = _lap(seconds, "rollout", clock)
             targets = q_lambda_targets(rollout.rewards, rollout.terminals, rollout.next_values, config.gamma,
                                        config.q_lambda)
+            clock = _lap(seconds, "targets", clock)
             losses, mean_qs = learner.train_rollout(
                 rollout.frames.reshape(-1, *contract.STACK_SHAPE), rollout.actions.reshape(-1),
                 targets.reshape(-1), rollout.real.reshape(-1), minibatch_rng)
+            _lap(seconds, "training", clock)
             session.meter.add(losses, mean_qs)
             state.updates += len(losses)
-            if session.periodic(start, epsilon_at(config, state.step), checkpoint):
+            timing = {f"seconds_{name}": round(value, 3) for name, value in seconds.items()}
+            if crossed(start, state.step, config.log_every):
+                seconds = dict.fromkeys(seconds, 0.0)
+            if session.periodic(start, epsilon_at(config, state.step), checkpoint, **timing):
                 break
         checkpoint()
     finally:
