@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from training import evaluate
 
@@ -17,6 +18,7 @@ def test_keras_and_onnx_act_functions_agree(keras_model_path: Path, onnx_model_p
     np.testing.assert_array_equal(keras_act(frames), onnx_act(frames))
 
 
+@pytest.mark.slow  # plays a full game
 def test_evaluate_writes_json_and_a_video(onnx_model_path: Path, tmp_path: Path) -> None:
     result_path, video_path = tmp_path / "eval.json", tmp_path / "game.gif"
     code = evaluate.main([str(onnx_model_path), "--episodes", "2", "--num-envs", "2", "--json", str(result_path),

@@ -111,6 +111,7 @@ print(json.dumps({"first": losses[0], "last": losses[-1]}))
 
 
 @pytest.mark.jax
+@pytest.mark.slow  # a second process loads JAX and Keras
 def test_jax_backend_train_step_lowers_the_loss_and_its_model_loads_under_tensorflow(tmp_path: Path) -> None:
     pytest.importorskip("jax")
     from training.model import load_q_network

@@ -86,6 +86,7 @@ def pqn_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow  # trains
 def test_a_tiny_pqn_run_trains_on_its_rollouts(pqn_run: Path) -> None:
     records = [json.loads(line) for line in (pqn_run / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["type"] == "train"]

@@ -49,6 +49,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow  # trains
 def test_train_writes_the_documented_layout_and_a_model_that_loads(tiny_run: Path) -> None:
     from training.model import load_q_network
 
@@ -69,6 +70,7 @@ def test_train_writes_the_documented_layout_and_a_model_that_loads(tiny_run: Pat
     assert model.output_shape == (None, 4)
 
 
+@pytest.mark.slow  # trains
 def test_a_second_train_into_the_same_out_is_refused_and_overwrites_nothing(tiny_run: Path) -> None:
     before = digest(tiny_run / "model.keras")
     result = run_cli("train", "--out", str(tiny_run), *TINY)
@@ -77,6 +79,7 @@ def test_a_second_train_into_the_same_out_is_refused_and_overwrites_nothing(tiny
     assert digest(tiny_run / "model.keras") == before
 
 
+@pytest.mark.slow  # trains
 def test_plot_turns_the_run_into_a_png(tiny_run: Path, tmp_path: Path) -> None:
     result = run_cli("plot", str(tiny_run), "--out", str(tmp_path / "curve.png"))
     assert result.returncode == 0, result.stderr
@@ -111,6 +114,7 @@ def test_unwritable_out_is_a_one_line_error(tmp_path: Path) -> None:
     assert "is not writable" in one_error_line(result.stderr)
 
 
+@pytest.mark.slow  # trains
 def test_corrupt_checkpoint_is_a_one_line_error_and_is_left_untouched(tiny_run: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -125,6 +129,7 @@ def test_corrupt_checkpoint_is_a_one_line_error_and_is_left_untouched(tiny_run: 
     assert digest(latest) == before and digest(run / "model.keras") == model_before
 
 
+@pytest.mark.slow  # trains
 def test_resume_with_another_architecture_is_a_one_line_error(tiny_run: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -144,6 +149,7 @@ def newest_step(out: Path) -> int:
     return int(saved[-1].stem.split("-")[1])
 
 
+@pytest.mark.slow  # trains
 def test_resume_after_sigkill_continues_from_the_checkpoint_with_its_exact_replay(tmp_path: Path) -> None:
     # Random actions throughout: the games, hence the replay, are a function of the seed alone, so an
     # uninterrupted run to the same step shows what the replay held at the checkpoint.
@@ -193,6 +199,7 @@ def test_resume_after_sigkill_continues_from_the_checkpoint_with_its_exact_repla
     assert evaluation["train_agent_steps"] == saved_step + 400
 
 
+@pytest.mark.slow  # trains
 def test_resume_without_a_durable_replay_refills_before_learning(tmp_path: Path) -> None:
     out = tmp_path / "memory"
     flags = [*TINY, "--no-durable-replay"]
@@ -208,6 +215,7 @@ def test_resume_without_a_durable_replay_refills_before_learning(tmp_path: Path)
     assert updates[800] == updates[600] + 200 // 4
 
 
+@pytest.mark.slow  # trains
 def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path: Path) -> None:
     out = tmp_path / "terminated"
     flags = [*TINY]
@@ -228,6 +236,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path: Path) -> None:
     assert list((out / "checkpoints").glob("checkpoint-*.npz")) and (out / "model.keras").is_file()
 
 
+@pytest.mark.slow  # trains
 def test_auto_resume_starts_continues_finishes_and_refuses_another_run(tmp_path: Path) -> None:
     out = tmp_path / "job"
     job = ["train", "--out", str(out), "--auto-resume", *TINY]  # what a restarted batch job runs again
