@@ -1,10 +1,17 @@
-"""``breakout-dqn plot RUN_DIR``: the learning curve of a run as a PNG (matplotlib)."""
+"""``breakout-dqn plot RUN_DIR [RUN_DIR ...]``: learning curves as a PNG (matplotlib).
+
+One run: its games, rolling mean, evaluations and speed. Several runs, or ``--published``: their
+curves (mean of the last 100 training games, and evaluations) on one plot against agent steps or
+training hours, beside published results (``results/published/breakout.json``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,19 +65,107 @@ def plot_run(run_dir: Path, out: Path, window: int = 100) -> Path:
     return out
 
 
+def curve(records: list[dict[str, Any]], window: int, x_axis: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, mean of the last ``window`` training games) at each game, x in agent steps or hours."""
+    games = [r for r in records if r["type"] == "game"]
+    if not games:
+        return np.empty(0), np.empty(0)
+    steps = np.array([g["step"] for g in games], dtype=np.float64)
+    scores = np.array([g["score"] for g in games], dtype=np.float64)
+    kernel = min(window, len(scores))
+    rolling = np.convolve(scores, np.ones(kernel) / kernel, mode="valid")
+    return to_x(records, steps[kernel - 1:], x_axis), rolling
+
+
+def to_x(records: list[dict[str, Any]], steps: np.ndarray, x_axis: str) -> np.ndarray:
+    """Agent steps as themselves, or as training hours: the time of each ``train`` window
+    (log interval / its steps/s, so evaluations and pauses between pieces do not count)."""
+    if x_axis == "steps":
+        return steps
+    train = [r for r in records if r["type"] == "train" and r.get("steps_per_second")]
+    marks = np.array([0.0] + [r["step"] for r in train])
+    intervals = np.diff(marks)
+    hours = np.concatenate([[0.0], np.cumsum(intervals / np.array([r["steps_per_second"] for r in train]))]) / 3600
+    return np.interp(steps, marks, hours)
+
+
+def compare(run_dirs: list[Path], out: Path, labels: list[str], published: Path | None, x_axis: str,
+            window: int = 100, max_x: float | None = None) -> Path:
+    """Several runs' curves and evaluations on one plot, with the published points beside them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 5.5))
+    for index, (run_dir, label) in enumerate(zip(run_dirs, labels, strict=True)):
+        records = read_metrics(RunDirectory(run_dir).metrics)
+        color = f"C{index}"
+        x, rolling = curve(records, window, x_axis)
+        axis.plot(x / (1e6 if x_axis == "steps" else 1), rolling, color=color, label=f"{label}: last {window} games")
+        evals = [r for r in records if r["type"] == "eval"]
+        if evals:
+            eval_x = to_x(records, np.array([e["step"] for e in evals], dtype=np.float64), x_axis)
+            axis.errorbar(eval_x / (1e6 if x_axis == "steps" else 1), [e["mean"] for e in evals],
+                          yerr=[e["std"] for e in evals], fmt="o", color=color, alpha=0.6, capsize=2, markersize=3,
+                          label=f"{label}: evaluations")
+    if published is not None:
+        reference = json.loads(published.read_text())
+        if x_axis == "steps":
+            for index, series in enumerate(reference["series"]):
+                points = np.array([p for p in series["points"] if max_x is None or p[0] <= max_x * 1e6],
+                                  dtype=np.float64).reshape(-1, 2)
+                if not len(points):
+                    continue
+                axis.plot(points[:, 0] / 1e6, points[:, 1], linestyle=":", marker="s", color=f"C{index + 5}",
+                          label=f"{series['name']} (published)")
+        if max_x is not None:
+            axis.set_xlim(0, max_x)
+        for name, level in reference.get("levels", {}).items():
+            axis.axhline(level, color="gray", linestyle="--", linewidth=1)
+            axis.text(axis.get_xlim()[0], level, f" {name} {level}", fontsize=7, color="gray", va="bottom")
+    axis.set_xlabel("agent steps (millions; 1 step = 4 frames)" if x_axis == "steps" else
+                    "training hours on this machine (evaluations and pauses excluded)")
+    axis.set_ylabel("Breakout score (raw)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
-    parser.add_argument("run_dir", type=Path, help="a training --out directory (reads metrics.jsonl)")
-    parser.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/learning_curve.png)")
+    parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                        help="training --out directories (reads metrics.jsonl)")
+    parser.add_argument("--out", type=Path, help="PNG path (default for one run: RUN_DIR/learning_curve.png)")
     parser.add_argument("--window", type=int, default=100, help="games in the rolling mean")
+    parser.add_argument("--labels", nargs="+", help="one legend label per run (default: the directory names)")
+    parser.add_argument("--published", type=Path, help="published results to draw beside the runs (JSON)")
+    parser.add_argument("--x", choices=("steps", "hours"), default="steps", dest="x_axis",
+                        help="horizontal axis of a comparison: agent steps or training hours")
+    parser.add_argument("--max-x", type=float, help="right end of a comparison's axis (millions of steps, or hours)")
     args = parser.parse_args(argv)
-    run = RunDirectory(args.run_dir)
-    if not run.metrics.is_file():
-        print(f"{PROG}: error: no {run.metrics.name} in {args.run_dir}", file=sys.stderr)
+    for run_dir in args.run_dirs:
+        if not RunDirectory(run_dir).metrics.is_file():
+            print(f"{PROG}: error: no metrics.jsonl in {run_dir}", file=sys.stderr)
+            return 2
+    labels = args.labels or [run_dir.name for run_dir in args.run_dirs]
+    if len(labels) != len(args.run_dirs):
+        print(f"{PROG}: error: {len(labels)} --labels for {len(args.run_dirs)} runs", file=sys.stderr)
+        return 2
+    single = len(args.run_dirs) == 1 and args.published is None and args.x_axis == "steps"
+    if not single and args.out is None:
+        print(f"{PROG}: error: a comparison needs --out", file=sys.stderr)
         return 2
     try:
-        path = plot_run(args.run_dir, args.out or run.curve, args.window)
-    except ValueError as error:
+        if single:
+            path = plot_run(args.run_dirs[0], args.out or RunDirectory(args.run_dirs[0]).curve, args.window)
+        else:
+            path = compare(args.run_dirs, args.out, labels, args.published, args.x_axis, args.window, args.max_x)
+    except (ValueError, KeyError, OSError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     print(path)

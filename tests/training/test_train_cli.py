@@ -258,3 +258,38 @@ def test_auto_resume_starts_continues_finishes_and_refuses_another_run(tmp_path:
     refused = run_cli(*other)
     assert refused.returncode == 2
     assert "holds another run (seed: 0 here, 3 asked)" in one_error_line(refused.stderr)
+
+
+def write_metrics(run: Path, steps_per_second: float, scores: list[float]) -> None:
+    run.mkdir(parents=True)
+    records = [{"type": "train", "step": 1000 * (i + 1), "steps_per_second": steps_per_second} for i in range(4)]
+    records += [{"type": "game", "step": 400 * (i + 1), "frames": 1600 * (i + 1), "score": score}
+                for i, score in enumerate(scores)]
+    records.append({"type": "eval", "step": 4000, "frames": 16000, "mean": 3.0, "std": 1.0})
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+
+
+def test_plot_compares_runs_against_steps_or_hours_beside_published_points(tmp_path: Path) -> None:
+    from training.metrics import read_metrics
+    from training.plot import curve
+
+    write_metrics(tmp_path / "fast", 100.0, [1, 3, 5, 7])
+    write_metrics(tmp_path / "slow", 10.0, [0, 0, 2, 2])
+    records = read_metrics(tmp_path / "fast" / "metrics.jsonl")
+    x, rolling = curve(records, window=2, x_axis="steps")
+    np.testing.assert_array_equal(x, [800, 1200, 1600])
+    np.testing.assert_array_equal(rolling, [2, 4, 6])
+    hours, _ = curve(records, window=2, x_axis="hours")
+    np.testing.assert_allclose(hours, np.array([800, 1200, 1600]) / 100 / 3600)  # 100 steps/s throughout
+    published = Path(__file__).resolve().parents[2] / "results" / "published" / "breakout.json"
+    for axis in ("steps", "hours"):
+        out = tmp_path / f"compare-{axis}.png"
+        result = run_cli("plot", str(tmp_path / "fast"), str(tmp_path / "slow"), "--published", str(published),
+                         "--x", axis, "--out", str(out), "--labels", "fast", "slow")
+        assert result.returncode == 0, result.stderr
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    mismatch = run_cli("plot", str(tmp_path / "fast"), str(tmp_path / "slow"), "--out", str(tmp_path / "x.png"),
+                       "--labels", "one")
+    assert mismatch.returncode == 2 and "1 --labels for 2 runs" in mismatch.stderr
+    no_out = run_cli("plot", str(tmp_path / "fast"), str(tmp_path / "slow"))
+    assert no_out.returncode == 2 and "needs --out" in no_out.stderr
