@@ -29,10 +29,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 LOG_EVERY = {"dqn": 1000, "pqn": 4096}
+CPU_FLAGS = set(Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split()) \
+    if Path("/proc/cpuinfo").exists() else set()
 WARM_UP_STEPS = 1000  # DQN: random steps before learning, kept short
 
 
-def isolated_update_seconds(preset: str, repeats: int = 30) -> float:
+def isolated_update_seconds(preset: str, repeats: int = 30, **settings) -> float:
     """Best-of-3 mean time of one compiled DQN update of the preset's network (batch as configured)."""
     import numpy as np
 
@@ -40,7 +42,7 @@ def isolated_update_seconds(preset: str, repeats: int = 30) -> float:
     from training.learners import build_learner
     from training.replay import Batch
 
-    config = resolve({"preset": preset})
+    config = resolve({"preset": preset, **settings})
     rng = np.random.default_rng(0)
     size = config.batch_size
     batch = Batch(rng.integers(0, 256, (size, 84, 84, 4), dtype=np.uint8), rng.integers(0, 4, size).astype(np.int32),
@@ -160,6 +162,8 @@ def main() -> None:
     parser.add_argument("--dqn-steps", type=int, default=6000, help="agent steps per DQN trainer run")
     parser.add_argument("--pqn-steps", type=int, default=32768, help="agent steps of the PQN trainer run")
     parser.add_argument("--keras-example-steps", type=int, default=0, help="the notebook's own loop; 0 = skip")
+    parser.add_argument("--paths", action="store_true",
+                        help="also time the cleanrl update on each compute path (XLA or oneDNN, float32 or bfloat16)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     presets = list(dict.fromkeys(["cleanrl", *args.presets]))  # the baseline first
@@ -186,6 +190,15 @@ def main() -> None:
             details = ", ".join(f"{phase} {value:.0f} ms" for phase, value in phases.items()) + " per 1,000 steps"
         print(f"{result['preset']:<14}{result['algorithm']:<10}{result['steps_per_second']:>9.1f}"
               f"{result['steps_per_second'] / baseline:>10.2f}  {details}")
+    if args.paths:
+        print(f"cpu flags: avx512f={'avx512f' in CPU_FLAGS}, avx512_bf16={'avx512_bf16' in CPU_FLAGS}, "
+              f"amx_bf16={'amx_bf16' in CPU_FLAGS}")
+        reference_ms = results[0]["t_update_ms"]
+        for precision, xla in (("float32", True), ("float32", False), ("bfloat16", False), ("bfloat16", True)):
+            milliseconds = isolated_update_seconds("cleanrl", precision=precision, xla=xla) * 1000
+            results.append({"path": f"{precision}, {'XLA' if xla else 'oneDNN'}", "t_update_ms": milliseconds})
+            print(f"cleanrl update, {precision:<8} {'XLA' if xla else 'oneDNN':<7} {milliseconds:6.1f} ms"
+                  f"  x{reference_ms / milliseconds:.2f} speed of the default path")
     if args.keras_example_steps:
         example = keras_example_steps_per_second(args.keras_example_steps)
         results.append({"preset": "keras-example notebook loop", "steps_per_second": example})
