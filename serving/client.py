@@ -83,6 +83,7 @@ def channel_options(max_message_bytes: int, lb_policy: str = LB_POLICY) -> list[
         ("grpc.service_config", json.dumps(service_config(lb_policy))),
         ("grpc.keepalive_time_ms", round(KEEPALIVE_TIME_S * 1000)),  # >= the server's MIN_PING_INTERVAL_S
         ("grpc.keepalive_timeout_ms", round(KEEPALIVE_TIMEOUT_S * 1000)),
+        ("grpc.http2.ping_timeout_ms", round(KEEPALIVE_TIMEOUT_S * 1000)),  # what grpcio 1.85 enforces (server.py)
     ]
 
 

@@ -35,6 +35,7 @@ KEEPALIVE_TIMEOUT_S = 10.0  # ...and close it if the ping is not answered in tim
 MIN_PING_INTERVAL_S = 10.0  # enforcement: a client that pings more often than this (without data) gets strikes,
 MAX_PING_STRIKES = 2  # and past this many strikes a GOAWAY (too_many_pings). KEEPALIVE_TIME_S must stay above it
 CLIENT_SHARE = 0.25  # the part of --max-concurrent one client may hold (64 of 256 calls + streams)
+STREAM_HEADROOM = 8  # HTTP/2 streams a connection may open past its share (health watches, refusals to send)
 CLIENT_KEYS = ("connection", "address")  # what "one client" means: its connection, or its IP address
 CLIENT_KEY = "connection"  # safe behind proxies and NAT, where many clients share one address
 MAX_CONNECTION_AGE_S = 300.0  # GOAWAY after this long (gRPC adds +-10% jitter): clients reconnect and rebalance; 0: off

@@ -50,6 +50,7 @@ from serving.config import (
     MIN_PING_INTERVAL_S,
     MODEL_ENV,
     PORT_ENV,
+    STREAM_HEADROOM,
     STREAM_IDLE_TIMEOUT_S,
     ServerConfig,
     default_host,
@@ -75,12 +76,26 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
         # connection (a frozen or unplugged machine) loses its calls and streams within their sum.
         ("grpc.keepalive_time_ms", round(config.keepalive_time_s * 1000)),
         ("grpc.keepalive_timeout_ms", round(config.keepalive_timeout_s * 1000)),
+        # grpcio 1.85 closes a connection whose ping goes unanswered after the *ping* timeout (default
+        # 60 s), not the keepalive timeout (measured: a frozen client kept its stream for minutes with
+        # keepalive 1 s + 1 s, and lost it after 2.0 s with this set too).
+        ("grpc.http2.ping_timeout_ms", round(config.keepalive_timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),  # the server's own pings are never capped
         # Enforcement: clients may ping (with or without calls) every MIN_PING_INTERVAL_S; a client that
         # pings more often gets a strike per ping, and past MAX_PING_STRIKES a GOAWAY (too_many_pings).
         ("grpc.http2.min_ping_interval_without_data_ms", round(MIN_PING_INTERVAL_S * 1000)),
         ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+    ]
+    # Streams per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS): one share plus a little headroom
+    # (so the share's RESOURCE_EXHAUSTED still says why). A flooding client's other calls then wait in
+    # that client, not in the server's queue of incoming calls, where every other client's calls would
+    # wait behind them (README, "Protecting the server": p50 ~1 s -> ~0.2 s on a loaded 2-core machine).
+    # overload_protection off: count streams open on the wire, as the client does (gRPC's default also
+    # counts streams not yet freed, and refuses with REFUSED_STREAM streams the client may open).
+    options += [
+        ("grpc.max_concurrent_streams", per_client_limit(config.max_concurrent, config.client_share) + STREAM_HEADROOM),
+        ("grpc.http.overload_protection", 0),
     ]
     if config.max_connection_age_s > 0:
         options += [

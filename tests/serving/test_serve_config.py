@@ -67,11 +67,14 @@ def test_the_servicer_and_the_batcher_default_to_the_server_config() -> None:
 def test_a_server_started_without_flags_is_protected() -> None:
     """Idle streams end, a client holds a quarter of the slots, vanished peers go, connections age."""
     options = dict(grpc_options(ServerConfig(model=Path("m.onnx"))))
-    assert options["grpc.keepalive_time_ms"] == 30_000 and options["grpc.keepalive_timeout_ms"] == 10_000
+    assert options["grpc.keepalive_time_ms"] == 30_000
+    assert options["grpc.keepalive_timeout_ms"] == options["grpc.http2.ping_timeout_ms"] == 10_000
     assert options["grpc.keepalive_permit_without_calls"] == 1
     assert options["grpc.http2.min_ping_interval_without_data_ms"] == 10_000
     assert options["grpc.max_connection_age_ms"] == 300_000 and options["grpc.max_connection_age_grace_ms"] == 60_000
     assert config.STREAM_IDLE_TIMEOUT_S == 60 and per_client_limit(config.MAX_CONCURRENT, config.CLIENT_SHARE) == 64
+    assert options["grpc.max_concurrent_streams"] == 64 + config.STREAM_HEADROOM  # a flood waits in its client
+    assert options["grpc.http.overload_protection"] == 0
     # Our own clients ping no more often than the server allows (else: GOAWAY too_many_pings).
     client_options = dict(channel_options(1024))
     assert client_options["grpc.keepalive_time_ms"] >= options["grpc.http2.min_ping_interval_without_data_ms"]
