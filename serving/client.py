@@ -15,13 +15,14 @@ Errors are ``grpc.RpcError`` with the server's status code (see protos/breakout/
 
 Resilience, from the channel's service config (``service_config``): GetAction and GetModelInfo
 wait for a connection (up to their deadline) instead of failing while the channel (re)connects,
-and are retried on UNAVAILABLE (a draining replica, a lost connection) with exponential backoff:
-both are pure functions of the request, so a retry cannot do harm. With ``round_robin`` the
-channel also watches each address's health service and sends calls only to those SERVING, so a
-draining replica (NOT_SERVING) stops getting calls at once. A StreamActions session that ends
-with UNAVAILABLE (a drain, the server's maximum connection age) is reopened and its request sent
-again. The client pings a quiet connection like the server does, so a stream on a server that
-vanished fails instead of waiting forever.
+and are retried with exponential backoff on UNAVAILABLE (a draining replica, a lost connection)
+and on CANCELLED from the server (a call a stopping server had received but not started; gRPC
+never retries the caller's own cancel): both are pure functions of the request, so a retry cannot
+do harm. With ``round_robin`` the channel also watches each address's health service and sends
+calls only to those SERVING, so a draining replica (NOT_SERVING) stops getting calls at once. A
+StreamActions session that ends the same way (a drain, the server's maximum connection age) is
+reopened and its request sent again. The client pings a quiet connection like the server does,
+so a stream on a server that vanished fails instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from serving.config import (
     LB_POLICIES,
     LB_POLICY,
     RETRY_ATTEMPTS,
+    RETRY_CODES,
     RETRY_INITIAL_BACKOFF_S,
     RETRY_MAX_BACKOFF_S,
     SERVING_WAIT_S,
@@ -63,7 +65,7 @@ def service_config(lb_policy: str = LB_POLICY) -> dict[str, Any]:
         "initialBackoff": f"{RETRY_INITIAL_BACKOFF_S}s",
         "maxBackoff": f"{RETRY_MAX_BACKOFF_S}s",
         "backoffMultiplier": 2,
-        "retryableStatusCodes": ["UNAVAILABLE"],
+        "retryableStatusCodes": list(RETRY_CODES),
     }
     unary = [{"service": SERVICE_NAME, "method": method} for method in ("GetAction", "GetModelInfo")]
     config: dict[str, Any] = {
@@ -188,9 +190,9 @@ class AgentClient(_ActionCalls):
 class ActionStream(_ActionCalls):
     """A StreamActions session: ``get_action`` / ``get_q_values`` send a request and wait for its answer.
 
-    When the stream ends with UNAVAILABLE (the server drains, or closes an old connection), the
-    session opens a new stream and sends the request again, up to RETRY_ATTEMPTS times with
-    backoff (``reopened`` counts them). Any other failure ends the session with the server's
+    When the stream ends with UNAVAILABLE or CANCELLED from the server (it drains, stops, or closes
+    an old connection), the session opens a new stream and sends the request again, up to
+    RETRY_ATTEMPTS times with backoff (``reopened`` counts them). Any other failure ends the session with the server's
     status as ``grpc.RpcError`` (DEADLINE_EXCEEDED when the stream sat idle past the server's
     ``--stream-idle-timeout``); open a new one to go on. ``timeout`` covers the whole session.
     Not thread-safe: one caller at a time, like a game loop.
@@ -204,6 +206,7 @@ class ActionStream(_ActionCalls):
         self._metadata = metadata
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self.reopened = 0
+        self._cancelled = False
         self._open()
 
     def _open(self) -> None:
@@ -221,7 +224,8 @@ class ActionStream(_ActionCalls):
             except StopIteration:
                 raise RuntimeError("the server closed the stream without an answer") from None
             except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == RETRY_ATTEMPTS:  # type: ignore[attr-defined]
+                code = error.code().name  # type: ignore[attr-defined]
+                if code not in RETRY_CODES or self._cancelled or attempt == RETRY_ATTEMPTS:
                     raise
             self._requests.put(self._END)  # lets gRPC's thread that reads the old requests finish
             time.sleep(backoff_s(attempt))
@@ -236,6 +240,7 @@ class ActionStream(_ActionCalls):
             pass
 
     def cancel(self) -> None:
+        self._cancelled = True
         self._responses.cancel()  # type: ignore[attr-defined]
 
     def __enter__(self) -> ActionStream:

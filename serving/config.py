@@ -27,6 +27,10 @@ MAX_CONCURRENT = 256  # GetAction calls + open StreamActions streams; RESOURCE_E
 MAX_STACKS_PER_REQUEST = 256  # also sets the max message size
 MESSAGE_OVERHEAD_BYTES = 1024  # protobuf framing allowed on top of the frame stacks
 GRACE_S = 10.0  # seconds in-flight calls get to finish on SIGTERM
+DRAIN_SETTLE_S = 0.25  # on SIGTERM, health goes NOT_SERVING at least this long before GOAWAY: clients that
+#                       watch it (round_robin) stop picking this server before it stops taking calls
+CLOSE_GRACE_S = 1.0  # then, with GOAWAY sent: calls being refused finish before what is left (health Watch
+#                      streams) is cut
 
 # Misbehaving and vanished clients (README, "Protecting the server").
 STREAM_IDLE_TIMEOUT_S = 60.0  # a StreamActions stream with no request this long ends (DEADLINE_EXCEEDED); 0: off
@@ -46,8 +50,10 @@ AUTH_TOKEN_ENV = "BREAKOUT_DQN_AUTH_TOKEN"  # the token, for `serve` and the cli
 AUTH_METADATA_KEY = "authorization"  # the client sends `authorization: Bearer <token>`
 AUTH_EXEMPT_SERVICES = ("grpc.health.v1.Health",)  # probes (Docker, the kubelet) carry no token
 
-# The client's own resilience: GetAction/GetModelInfo retried on UNAVAILABLE (both are pure functions of the
-# request, so a retry is safe) and a StreamActions session reopened, with exponential backoff.
+# The client's own resilience: GetAction/GetModelInfo retried (both are pure functions of the request, so a
+# retry is safe) and a StreamActions session reopened, with exponential backoff, when they end with one of:
+RETRY_CODES = ("UNAVAILABLE", "CANCELLED")  # a draining or unreachable server; a call a stopping server had
+#                                            received but not started (gRPC never retries the caller's own cancel)
 LB_POLICIES = ("pick_first", "round_robin")  # gRPC's load-balancing policies a client may ask for
 LB_POLICY = "pick_first"  # gRPC's own default: one connection; round_robin spreads calls over every address
 RETRY_ATTEMPTS = 5  # attempts in all, the first included

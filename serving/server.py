@@ -32,9 +32,11 @@ from serving.config import (
     CLIENT_KEY,
     CLIENT_KEYS,
     CLIENT_SHARE,
+    CLOSE_GRACE_S,
     DEFAULT_HOST,
     DEFAULT_MODEL,
     DEFAULT_PORT,
+    DRAIN_SETTLE_S,
     GRACE_S,
     HOST_ENV,
     INLINE_GAP_MS,
@@ -186,19 +188,26 @@ class AgentServer:
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, refuse new calls, finish in-flight ones (up to ``grace_s``), close.
 
-        Long-lived calls (health Watch streams, StreamActions streams waiting for their next
-        request) are cut once the requests being answered are done, so an open stream does not
-        hold the shutdown for the whole grace period; a stream whose request arrives while the
-        server drains gets UNAVAILABLE.
+        StreamActions streams waiting for their next request end at once (UNAVAILABLE); a stream
+        whose request arrives while the server drains gets UNAVAILABLE after its answer. Once the
+        requests being answered are done, the server sends GOAWAY (no new calls), gives the calls
+        that had already arrived CLOSE_GRACE_S to be refused, and cuts what is left (health Watch
+        streams), so an open stream does not hold the shutdown for the whole grace period.
         """
         grace = self.config.grace_s if grace_s is None else grace_s
+        loop = asyncio.get_running_loop()
+        settled = loop.time() + min(DRAIN_SETTLE_S, grace)
         await self.health.enter_graceful_shutdown()
         self.servicer.drain()
         idle = await self.servicer.wait_idle(grace)
+        # grpc.aio stops taking calls from gRPC core at GOAWAY, and core cancels those it had received:
+        # give clients that watch health the time to stop sending them here first.
+        await asyncio.sleep(max(0.0, settled - loop.time()))
         if not idle:
             log.warning("grace period over with %d requests being answered", self.servicer.in_flight)
         if self._server is not None:
-            await self._server.stop(0 if idle else None)
+            # Not stop(0): calls being refused (UNAVAILABLE, retried elsewhere) would be cut instead.
+            await self._server.stop(min(CLOSE_GRACE_S, grace) if idle else None)
         await self.servicer.close()
 
     async def wait(self) -> None:

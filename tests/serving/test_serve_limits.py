@@ -79,6 +79,7 @@ def test_one_client_with_silent_streams_cannot_lock_out_the_others(onnx_model_pa
                 np.testing.assert_array_equal(other.get_action(frames), policy.act(frames))
         # The silent streams end once idle past --stream-idle-timeout, with a status that says why.
         freed_after = wait_until(lambda: servicer.streams == 0, timeout=10)
+        print(f"\n{len(answered)} silent streams open, {servicer.rejected} refused; freed {freed_after:.2f} s later")
         assert freed_after < 3.0
         ends = running.call(statuses(answered))
         assert {code for code, _ in ends} == {grpc.StatusCode.DEADLINE_EXCEEDED}
