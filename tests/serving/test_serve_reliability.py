@@ -21,11 +21,13 @@ from serving_helpers import REPO, ServerProcess, ServerThread, config_for, rando
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
 from serving.client import AgentClient
+from serving.config import STREAM_HEADROOM
 from serving.security import ClientSecurity
 
 pytestmark = pytest.mark.slow
 
 SERVE = [sys.executable, "-m", "breakout_dqn.cli", "serve", "--port", "0"]
+FLOOD_S = 7
 
 # One connection, CALLERS callers each sending GetAction back to back for SECONDS: prints the outcome.
 FLOODER = """
@@ -90,7 +92,7 @@ def flood(onnx_model_path: Path, *flags: str) -> dict:
         with AgentClient(server.target, timeout=10) as victim:
             victim.wait_until_serving(60)
             quiet, _ = sequential_latencies_ms(victim, 2.0)
-            flooder = subprocess.Popen([sys.executable, "-c", FLOODER, server.target, "256", "7"], text=True,
+            flooder = subprocess.Popen([sys.executable, "-c", FLOODER, server.target, "256", str(FLOOD_S)], text=True,
                                        stdout=subprocess.PIPE, env=subprocess_env(), cwd=REPO)
             assert flooder.stdout is not None and flooder.stdout.readline().strip() == "flooding"
             time.sleep(1.0)
@@ -101,11 +103,14 @@ def flood(onnx_model_path: Path, *flags: str) -> dict:
         server.wait(30)
         server.kill()
     p99 = float(np.percentile(flooded, 99)) if len(flooded) else float("inf")
+    # How many calls the other client waited behind: its median wait x the server's answers per second
+    # (what the share bounds, whatever the machine's speed; the machine's load varies between runs).
+    calls_ahead = float(np.median(flooded)) / 1e3 * outcome["codes"]["OK"] / FLOOD_S if len(flooded) else 1e9
     print(f"\nflood ({' '.join(flags) or 'defaults'}): one connection with 256 callers: {outcome['codes']}; "
           f"the other client alone p50 {np.median(quiet):.2f} ms p99 {np.percentile(quiet, 99):.2f} ms "
           f"({len(quiet)} calls); during the flood p50 {np.median(flooded):.1f} ms p99 {p99:.1f} ms "
-          f"({len(flooded)} answered, {len(failures)} refused)")
-    return {"flooded": flooded, "failures": failures, "p99": p99, **outcome}
+          f"({len(flooded)} answered, {len(failures)} refused), behind ~{calls_ahead:.0f} calls")
+    return {"flooded": flooded, "failures": failures, "p99": p99, "calls_ahead": calls_ahead, **outcome}
 
 
 def test_one_client_flooding_leaves_another_served_with_a_bounded_p99(onnx_model_path: Path) -> None:
@@ -123,7 +128,9 @@ def test_one_client_flooding_leaves_another_served_with_a_bounded_p99(onnx_model
     assert set(shared["codes"]) <= {"OK", "RESOURCE_EXHAUSTED"}
     assert len(shared["flooded"]) >= 10
     assert shared["p99"] < 1000, "the flood starved the other client"
-    assert shared["p99"] < 0.6 * float(np.median(unshared["flooded"])), "the share did not shorten the wait"
+    share = 64 + STREAM_HEADROOM  # the flooder's calls the server holds at most
+    assert shared["calls_ahead"] < 1.5 * share, shared["calls_ahead"]
+    assert unshared["calls_ahead"] > shared["calls_ahead"], "without the share the wait is no longer"
 
 
 def hold_a_stream(target: str) -> subprocess.Popen:
