@@ -8,14 +8,30 @@
         with agent.stream() as session:              # StreamActions: one stream for a game
             action = session.get_action(frames)      # same calls, several times cheaper per action
 
+    AgentClient("dns:///breakout-dqn-serve-headless:50051", lb_policy="round_robin")  # every replica
+    AgentClient("server:50051", security=ClientSecurity(tls=True, ca=ca_pem, token=token))
+
 Errors are ``grpc.RpcError`` with the server's status code (see protos/breakout/v1/agent.proto).
+
+Resilience, from the channel's service config (``service_config``): GetAction and GetModelInfo
+wait for a connection (up to their deadline) instead of failing while the channel (re)connects,
+and are retried with exponential backoff on UNAVAILABLE (a draining replica, a lost connection)
+and on CANCELLED from the server (a call a stopping server had received but not started; gRPC
+never retries the caller's own cancel): both are pure functions of the request, so a retry cannot
+do harm. With ``round_robin`` the channel also watches each address's health service and sends
+calls only to those SERVING, so a draining replica (NOT_SERVING) stops getting calls at once. A
+StreamActions session that ends the same way (a drain, the server's maximum connection age) is
+reopened and its request sent again. The client pings a quiet connection like the server does,
+so a stream on a server that vanished fails instead of waiting forever.
 """
 
 from __future__ import annotations
 
+import json
 import queue
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -23,8 +39,59 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
-from serving.config import CALL_TIMEOUT_S, SERVING_WAIT_S, message_limit_bytes
+from serving.config import (
+    CALL_TIMEOUT_S,
+    KEEPALIVE_TIME_S,
+    KEEPALIVE_TIMEOUT_S,
+    LB_POLICIES,
+    LB_POLICY,
+    RETRY_ATTEMPTS,
+    RETRY_CODES,
+    RETRY_INITIAL_BACKOFF_S,
+    RETRY_MAX_BACKOFF_S,
+    SERVING_WAIT_S,
+    message_limit_bytes,
+)
 from serving.healthcheck import SERVICE_NAME
+from serving.security import ClientSecurity
+
+
+def service_config(lb_policy: str = LB_POLICY) -> dict[str, Any]:
+    """The channel's gRPC service config: load balancing, health checks, waits and retries (module docstring)."""
+    if lb_policy not in LB_POLICIES:
+        raise ValueError(f"lb_policy must be one of {LB_POLICIES}, not {lb_policy!r}")
+    retry = {
+        "maxAttempts": RETRY_ATTEMPTS,
+        "initialBackoff": f"{RETRY_INITIAL_BACKOFF_S}s",
+        "maxBackoff": f"{RETRY_MAX_BACKOFF_S}s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": list(RETRY_CODES),
+    }
+    unary = [{"service": SERVICE_NAME, "method": method} for method in ("GetAction", "GetModelInfo")]
+    config: dict[str, Any] = {
+        "loadBalancingConfig": [{lb_policy: {}}],
+        "methodConfig": [{"name": unary, "waitForReady": True, "retryPolicy": retry}],
+    }
+    if lb_policy == "round_robin":  # pick_first has one address in use: nothing to choose between
+        config["healthCheckConfig"] = {"serviceName": SERVICE_NAME}
+    return config
+
+
+def channel_options(max_message_bytes: int, lb_policy: str = LB_POLICY) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.per_rpc_retry_buffer_size", max_message_bytes),  # a request is kept until it cannot be retried
+        ("grpc.service_config", json.dumps(service_config(lb_policy))),
+        ("grpc.keepalive_time_ms", round(KEEPALIVE_TIME_S * 1000)),  # >= the server's MIN_PING_INTERVAL_S
+        ("grpc.keepalive_timeout_ms", round(KEEPALIVE_TIMEOUT_S * 1000)),
+        ("grpc.http2.ping_timeout_ms", round(KEEPALIVE_TIMEOUT_S * 1000)),  # what grpcio 1.85 enforces (server.py)
+    ]
+
+
+def backoff_s(attempt: int) -> float:
+    """Seconds before retry ``attempt`` (1, 2, ...): none before the first, then doubling from the initial."""
+    return 0.0 if attempt <= 1 else min(RETRY_MAX_BACKOFF_S, RETRY_INITIAL_BACKOFF_S * 2 ** (attempt - 2))
 
 
 class _ActionCalls:
@@ -54,7 +121,13 @@ class _ActionCalls:
 
 
 class AgentClient(_ActionCalls):
-    """Calls a GetAction server at ``target`` (``host:port``); ``timeout`` seconds per call."""
+    """Calls a GetAction server at ``target``; ``timeout`` seconds per call.
+
+    ``target``: ``host:port``, or any gRPC name: ``dns:///name:port`` (every address the name
+    resolves to), ``ipv4:10.0.0.1:50051,10.0.0.2:50051``. ``lb_policy``: ``pick_first`` (one
+    connection) or ``round_robin`` (a connection to each address, calls spread over the SERVING
+    ones). ``security``: TLS and token (default: plaintext, no token).
+    """
 
     def __init__(
         self,
@@ -62,33 +135,32 @@ class AgentClient(_ActionCalls):
         *,
         timeout: float | None = CALL_TIMEOUT_S,
         max_message_bytes: int = message_limit_bytes(),
+        lb_policy: str = LB_POLICY,
+        security: ClientSecurity | None = None,
     ):
         self.target = target
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-            ],
-        )
+        security = security or ClientSecurity()
+        self.channel = security.channel(target, channel_options(max_message_bytes, lb_policy))
+        self._metadata = security.metadata
         self._stub = agent_pb2_grpc.AgentServiceStub(self.channel)
         self._health = health_pb2_grpc.HealthStub(self.channel)
 
     def _send(self, request: agent_pb2.GetActionRequest) -> agent_pb2.GetActionResponse:
-        return self._stub.GetAction(request, timeout=self.timeout)
+        return self._stub.GetAction(request, timeout=self.timeout, metadata=self._metadata)
 
     def stream(self, timeout: float | None = None) -> ActionStream:
-        """A StreamActions session (``timeout``: seconds for the whole stream, default none)."""
-        return ActionStream(self._stub, timeout)
+        """A StreamActions session (``timeout``: seconds for the whole session, default none)."""
+        return ActionStream(self._stub, timeout, self._metadata)
 
     def model_info(self) -> agent_pb2.GetModelInfoResponse:
         """The served model's contract: action meanings, preprocessing, serve policy, metadata."""
-        return self._stub.GetModelInfo(agent_pb2.GetModelInfoRequest(), timeout=self.timeout)
+        return self._stub.GetModelInfo(agent_pb2.GetModelInfoRequest(), timeout=self.timeout, metadata=self._metadata)
 
     def health(self, service: str = SERVICE_NAME) -> str:
         """``SERVING``, ``NOT_SERVING``, ... as reported by grpc.health.v1."""
-        response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+        response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout,
+                                      metadata=self._metadata)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     def wait_until_serving(self, timeout: float = SERVING_WAIT_S) -> None:
@@ -116,26 +188,50 @@ class AgentClient(_ActionCalls):
 
 
 class ActionStream(_ActionCalls):
-    """One StreamActions stream: ``get_action`` / ``get_q_values`` send a request and wait for its answer.
+    """A StreamActions session: ``get_action`` / ``get_q_values`` send a request and wait for its answer.
 
-    A failed request ends the stream (the server's status arrives as ``grpc.RpcError``); open a
-    new one to go on. Not thread-safe: one caller at a time, like a game loop.
+    When the stream ends with UNAVAILABLE or CANCELLED from the server (it drains, stops, or closes
+    an old connection), the session opens a new stream and sends the request again, up to
+    RETRY_ATTEMPTS times with backoff (``reopened`` counts them). Any other failure ends the session with the server's
+    status as ``grpc.RpcError`` (DEADLINE_EXCEEDED when the stream sat idle past the server's
+    ``--stream-idle-timeout``); open a new one to go on. ``timeout`` covers the whole session.
+    Not thread-safe: one caller at a time, like a game loop.
     """
 
     _END = object()
 
-    def __init__(self, stub: agent_pb2_grpc.AgentServiceStub, timeout: float | None):
+    def __init__(self, stub: agent_pb2_grpc.AgentServiceStub, timeout: float | None,
+                 metadata: tuple[tuple[str, str], ...] | None = None):
+        self._stub = stub
+        self._metadata = metadata
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self.reopened = 0
+        self._cancelled = False
+        self._open()
+
+    def _open(self) -> None:
         self._requests: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._responses: Iterator[agent_pb2.GetActionResponse] = stub.StreamActions(
-            iter(self._requests.get, self._END), timeout=timeout
+        timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+        self._responses: Iterator[agent_pb2.GetActionResponse] = self._stub.StreamActions(
+            iter(self._requests.get, self._END), timeout=timeout, metadata=self._metadata
         )
 
     def _send(self, request: agent_pb2.GetActionRequest) -> agent_pb2.GetActionResponse:
-        self._requests.put(request)
-        try:
-            return next(self._responses)
-        except StopIteration:
-            raise RuntimeError("the server closed the stream without an answer") from None
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            self._requests.put(request)
+            try:
+                return next(self._responses)
+            except StopIteration:
+                raise RuntimeError("the server closed the stream without an answer") from None
+            except grpc.RpcError as error:
+                code = error.code().name  # type: ignore[attr-defined]
+                if code not in RETRY_CODES or self._cancelled or attempt == RETRY_ATTEMPTS:
+                    raise
+            self._requests.put(self._END)  # lets gRPC's thread that reads the old requests finish
+            time.sleep(backoff_s(attempt))
+            self._open()
+            self.reopened += 1
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Half-close the stream (the server finishes it) and wait for its end."""
@@ -144,6 +240,7 @@ class ActionStream(_ActionCalls):
             pass
 
     def cancel(self) -> None:
+        self._cancelled = True
         self._responses.cancel()  # type: ignore[attr-defined]
 
     def __enter__(self) -> ActionStream:

@@ -2,7 +2,10 @@
 
 A container HEALTHCHECK / readiness probe over grpc.health.v1 (imports grpc and the generated
 descriptor only, no numpy or onnxruntime, so it is cheap to run every few seconds). Exit 1 with
-the status or the error on one line otherwise.
+the status or the error on one line otherwise; exit 2 for unusable TLS or token settings.
+
+Against a server with TLS, pass ``--tls-ca`` (and ``--tls-server-name`` when the certificate does
+not name 127.0.0.1; ``--tls-cert/--tls-key`` under mutual TLS). The health service needs no token.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from breakout.v1 import agent_pb2
 from serving.config import DEFAULT_HOST, DEFAULT_PORT, PORT_ENV, PROBE_TIMEOUT_S, default_port
+from serving.security import ClientSecurity, SecurityConfigError, add_client_flags, client_security_from_args
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 """``breakout.v1.AgentService``, as the .proto names it: what the server registers, reports health
@@ -28,9 +32,10 @@ def default_target() -> str:
     return os.environ.get(TARGET_ENV) or f"{DEFAULT_HOST}:{default_port()}"
 
 
-def check(target: str, service: str = SERVICE_NAME, timeout: float = PROBE_TIMEOUT_S) -> str:
+def check(target: str, service: str = SERVICE_NAME, timeout: float = PROBE_TIMEOUT_S,
+          security: ClientSecurity | None = None) -> str:
     """The health status name (``SERVING``, ``NOT_SERVING``, ...); raises grpc.RpcError."""
-    with grpc.insecure_channel(target) as channel:
+    with (security or ClientSecurity()).channel(target, []) as channel:
         response = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=service), timeout=timeout, wait_for_ready=False
         )
@@ -44,9 +49,15 @@ def main(argv: list[str] | None = None) -> int:
                         f"{DEFAULT_HOST}:{DEFAULT_PORT}; now %(default)s)")
     parser.add_argument("--service", default=SERVICE_NAME, help="'' for the whole server (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=PROBE_TIMEOUT_S, help="seconds (default %(default)s)")
+    add_client_flags(parser)
     args = parser.parse_args(argv)
     try:
-        status = check(args.target, args.service, args.timeout)
+        security = client_security_from_args(args)
+    except SecurityConfigError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        status = check(args.target, args.service, args.timeout, security)
     except grpc.RpcError as error:
         print(f"{args.target}: {error.code().name}: {error.details()}")
         return 1

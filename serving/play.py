@@ -21,7 +21,8 @@ import numpy as np
 from breakout_dqn import atari, contract
 from breakout_dqn.paths import output_path_error
 from serving.client import ActionStream, AgentClient
-from serving.config import CALL_TIMEOUT_S, DEFAULT_HOST, DEFAULT_PORT, SERVING_WAIT_S
+from serving.config import CALL_TIMEOUT_S, DEFAULT_HOST, DEFAULT_PORT, LB_POLICIES, LB_POLICY, SERVING_WAIT_S
+from serving.security import SecurityConfigError, add_client_flags, client_security_from_args
 
 PROG = "breakout-dqn play"
 
@@ -59,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--server", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
-                        help="HOST:PORT of a `breakout-dqn serve`")
+                        help="a `breakout-dqn serve`: HOST:PORT, or a gRPC target naming several, such as "
+                        "dns:///breakout-dqn-serve-headless:50051 or ipv4:10.0.0.1:50051,10.0.0.2:50051")
+    parser.add_argument("--lb", choices=LB_POLICIES, default=LB_POLICY,
+                        help="gRPC load balancing: pick_first holds one connection; round_robin connects to "
+                        "every address the target names and spreads the calls over those SERVING")
     parser.add_argument("--episodes", type=int, default=1, help="full 5-life games to play")
     parser.add_argument("--num-envs", type=int, default=1, help="games played at once (one request per step)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the no-op starts")
@@ -71,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds per GetAction call (with --stream the stream has no deadline)")
     parser.add_argument("--wait", type=float, default=SERVING_WAIT_S,
                         help="seconds to wait for the server to be SERVING")
+    add_client_flags(parser)
     return parser
 
 
@@ -83,7 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
-    with AgentClient(args.server, timeout=args.timeout) as client:
+    try:
+        security = client_security_from_args(args)
+    except SecurityConfigError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    with AgentClient(args.server, timeout=args.timeout, lb_policy=args.lb, security=security) as client:
         try:
             client.wait_until_serving(args.wait)
             info = client.model_info()

@@ -2,10 +2,12 @@
 
 GetAction answers one request per call; StreamActions answers each request of a long-lived
 stream in order (the same batcher, so stream messages and unary calls batch together).
+Admission (``_admit``): at most ``max_concurrent`` calls and open streams in all, and at most a
+share of them per client (``serving/limits.py``); a stream idle past ``stream_idle_timeout_s`` ends.
 
 Every failure becomes a gRPC status in one place, ``_status_for``:
-INVALID_ARGUMENT (malformed frames), RESOURCE_EXHAUSTED (too many requests in flight, too
-many stacks), UNAVAILABLE (model loading, server draining), DEADLINE_EXCEEDED (deadline
+INVALID_ARGUMENT (malformed frames), RESOURCE_EXHAUSTED (too many requests in flight, past
+the client's share, too many stacks), UNAVAILABLE (model loading, server draining), DEADLINE_EXCEEDED (deadline
 passed before the forward pass), INTERNAL (anything else; the server keeps serving).
 """
 
@@ -22,7 +24,17 @@ import numpy as np
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
 from serving.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
-from serving.config import INLINE_GAP_MS, MAX_BATCH, MAX_CONCURRENT, MAX_DELAY_MS, MAX_STACKS_PER_REQUEST
+from serving.config import (
+    CLIENT_KEY,
+    CLIENT_SHARE,
+    INLINE_GAP_MS,
+    MAX_BATCH,
+    MAX_CONCURRENT,
+    MAX_DELAY_MS,
+    MAX_STACKS_PER_REQUEST,
+    STREAM_IDLE_TIMEOUT_S,
+)
+from serving.limits import ClientShares, StreamWatch
 
 log = logging.getLogger("breakout_dqn.serve")
 
@@ -51,6 +63,9 @@ class TooManyRequests(RuntimeError):
 class ServiceLimits:
     max_concurrent: int = MAX_CONCURRENT  # GetAction calls + open StreamActions streams; RESOURCE_EXHAUSTED past it
     max_stacks_per_request: int = MAX_STACKS_PER_REQUEST  # also sets the server's max message size
+    client_share: float = CLIENT_SHARE  # of max_concurrent, per client
+    client_key: str = CLIENT_KEY  # "connection" or "address"
+    stream_idle_timeout_s: float = STREAM_IDLE_TIMEOUT_S  # 0: off
 
 
 def _status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -89,6 +104,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.unary = 0  # GetAction calls in flight
         self.streams = 0  # open StreamActions streams
         self.rejected = 0  # RESOURCE_EXHAUSTED answers
+        self.shares = ClientShares(self.limits.max_concurrent, self.limits.client_share, self.limits.client_key)
+        self.watches: set[StreamWatch] = set()  # one per open stream
         self._info: agent_pb2.GetModelInfoResponse | None = None
 
     def attach(self, policy: Policy) -> None:
@@ -105,6 +122,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         )
         self.batcher.start()
 
+    def drain(self) -> None:
+        """Refuse new calls; end the streams waiting for their next request (UNAVAILABLE: reopen elsewhere).
+
+        A stream answering a request ends right after its answer.
+        """
+        self.draining = True
+        for watch in list(self.watches):
+            if not watch.busy:
+                watch.end(grpc.StatusCode.UNAVAILABLE, "the server is draining; reopen the stream on another replica")
+
     async def close(self) -> None:
         """Refuse new calls and finish the queued ones."""
         self.draining = True
@@ -120,7 +147,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return not self.in_flight
 
     async def GetAction(self, request: agent_pb2.GetActionRequest, context: grpc.aio.ServicerContext) -> Any:
-        await self._admit(context)
+        client = await self._admit(context)
         self.unary += 1
         self.in_flight += 1
         try:
@@ -128,31 +155,47 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         finally:
             self.in_flight -= 1
             self.unary -= 1
+            self.shares.give_back(client)
 
     async def StreamActions(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self._admit(context)
+        client = await self._admit(context)
         self.streams += 1
+        watch = StreamWatch(self.limits.stream_idle_timeout_s)
+        self.watches.add(watch)
         try:
             index = 0
             async for request in request_iterator:
+                watch.busy = True
                 self.in_flight += 1
                 try:
                     response = await self._answer(request, context, f"request {index} of the stream: ")
                 finally:
                     self.in_flight -= 1
+                    watch.answered()
                 yield response
                 index += 1
                 if self.draining:
                     await context.abort(
                         grpc.StatusCode.UNAVAILABLE, "the server is draining; reopen the stream on another replica"
                     )
+        except asyncio.CancelledError:
+            if watch.ended is None:
+                raise  # the client went away: nothing to answer
+            task = asyncio.current_task()
+            if task is not None and hasattr(task, "uncancel"):
+                task.uncancel()  # our own cancellation, handled here (Python >= 3.11)
+            await context.abort(*watch.ended)
         finally:
+            watch.close()
+            self.watches.discard(watch)
             self.streams -= 1
+            self.shares.give_back(client)
 
-    async def _admit(self, context: grpc.aio.ServicerContext) -> None:
-        """RESOURCE_EXHAUSTED past the limit on GetAction calls plus open streams.
+    async def _admit(self, context: grpc.aio.ServicerContext) -> str:
+        """Take a slot for this client, or RESOURCE_EXHAUSTED: past ``max_concurrent``, or past its share.
 
-        A stream counts once, whether or not it is answering a request right now.
+        A stream counts once, whether or not it is answering a request right now. Returns the
+        client's key, for ``shares.give_back``.
         """
         calls = self.unary + self.streams
         if calls >= self.limits.max_concurrent:
@@ -161,6 +204,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"server busy: {calls} calls in flight (limit {self.limits.max_concurrent}); retry with backoff",
             )
+        client, refused = self.shares.take(context.peer())
+        if refused is not None:
+            self.rejected += 1
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+        return client
 
     async def _answer(
         self, request: agent_pb2.GetActionRequest, context: grpc.aio.ServicerContext, where: str = ""

@@ -1,4 +1,4 @@
-"""Fixtures for the serving tests: one in-process server per module, a client, the policy."""
+"""Fixtures for the serving tests: one in-process server per module, a client, the policy, certificates."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving_helpers import ServerThread, config_for
+from serving_helpers import OPENSSL, ServerThread, config_for, make_certificates
 
 from breakout_dqn.onnx_model import OnnxPolicy
 from serving.client import AgentClient
@@ -29,3 +29,11 @@ def client(server: ServerThread) -> Iterator[AgentClient]:
 @pytest.fixture(scope="session")
 def policy(onnx_model_path: Path) -> OnnxPolicy:
     return OnnxPolicy(onnx_model_path)
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Test CAs and certificates (``serving_helpers.make_certificates``), made with the openssl command."""
+    if OPENSSL is None:
+        pytest.skip("the openssl command is not installed (it makes the test certificates)")
+    return make_certificates(tmp_path_factory.mktemp("tls"))

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -122,3 +123,53 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+OPENSSL = shutil.which("openssl")
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A test CA, a server certificate for localhost/127.0.0.1 and a client certificate it signed, and
+    a second CA with its own client certificate (one the first CA never signed). EC P-256, valid 2 days.
+
+    Keys: ``ca``, ``server.crt``, ``server.key``, ``client.crt``, ``client.key``, ``other-ca``,
+    ``other-client.crt``, ``other-client.key``.
+    """
+    assert OPENSSL is not None, "openssl is needed to make test certificates"
+
+    def openssl(*args: str) -> None:
+        subprocess.run([OPENSSL, *args], check=True, capture_output=True, cwd=directory, timeout=60)
+
+    def new_key(name: str) -> None:
+        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f"{name}.key")
+
+    def new_ca(name: str) -> None:
+        new_key(name)
+        openssl("req", "-x509", "-new", "-key", f"{name}.key", "-out", f"{name}.crt", "-days", "2",
+                "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+
+    def new_leaf(name: str, ca: str, extensions: str) -> None:
+        new_key(name)
+        openssl("req", "-new", "-key", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        (directory / f"{name}.ext").write_text(extensions)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+                "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
+
+    new_ca("ca")
+    new_ca("other-ca")
+    new_leaf("server", "ca", "subjectAltName=DNS:localhost,DNS:breakout-dqn-serve,IP:127.0.0.1\n"
+                             "extendedKeyUsage=serverAuth\n")
+    new_leaf("client", "ca", "extendedKeyUsage=clientAuth\n")
+    new_leaf("other-client", "other-ca", "extendedKeyUsage=clientAuth\n")
+    names = ["server.crt", "server.key", "client.crt", "client.key", "other-client.crt", "other-client.key"]
+    return {"ca": directory / "ca.crt", "other-ca": directory / "other-ca.crt",
+            **{name: directory / name for name in names}}
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")

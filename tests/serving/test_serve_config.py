@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import subprocess
 import sys
@@ -14,9 +15,10 @@ from breakout.v1 import agent_pb2
 from breakout_dqn import contract
 from serving import config, healthcheck, play
 from serving.batcher import Batcher
-from serving.client import AgentClient
+from serving.client import AgentClient, channel_options
 from serving.config import ServerConfig
-from serving.server import parse_args
+from serving.limits import ClientShares, per_client_limit
+from serving.server import grpc_options, parse_args
 from serving.service import AgentServicer, ServiceLimits
 
 
@@ -33,8 +35,14 @@ def test_serve_flags_default_to_the_server_config(monkeypatch: pytest.MonkeyPatc
     flags = {"host": args.host, "port": args.port, "max_batch": args.max_batch, "max_delay_ms": args.max_delay_ms,
              "inline_gap_ms": args.inline_gap_ms, "max_concurrent": args.max_concurrent,
              "max_stacks_per_request": args.max_stacks_per_request, "grace_s": args.grace,
-             "intra_op_threads": args.threads}
+             "intra_op_threads": args.threads, "stream_idle_timeout_s": args.stream_idle_timeout,
+             "keepalive_time_s": args.keepalive_time, "keepalive_timeout_s": args.keepalive_timeout,
+             "client_share": args.client_share, "client_key": args.client_key,
+             "max_connection_age_s": args.max_connection_age,
+             "max_connection_age_grace_s": args.max_connection_age_grace, "tls_cert": args.tls_cert,
+             "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca}
     assert flags == {name: getattr(expected, name) for name in flags}
+    assert {field.name for field in dataclasses.fields(ServerConfig)} == {*flags, "model", "auth_token"}
     assert (expected.host, expected.port, expected.max_batch, expected.max_delay_ms, expected.inline_gap_ms,
             expected.max_stacks_per_request) == ("127.0.0.1", 50051, 64, 2.0, 0.2, 256)
 
@@ -49,6 +57,28 @@ def test_the_servicer_and_the_batcher_default_to_the_server_config() -> None:
     limits = ServiceLimits()
     assert (limits.max_concurrent, limits.max_stacks_per_request) == (expected.max_concurrent,
                                                                        expected.max_stacks_per_request)
+    assert (limits.client_share, limits.client_key, limits.stream_idle_timeout_s) == (
+        expected.client_share, expected.client_key, expected.stream_idle_timeout_s)
+    shares = defaults_of(ClientShares.__init__)
+    assert (shares["max_concurrent"], shares["client_share"], shares["client_key"]) == (
+        expected.max_concurrent, expected.client_share, expected.client_key)
+
+
+def test_a_server_started_without_flags_is_protected() -> None:
+    """Idle streams end, a client holds a quarter of the slots, vanished peers go, connections age."""
+    options = dict(grpc_options(ServerConfig(model=Path("m.onnx"))))
+    assert options["grpc.keepalive_time_ms"] == 30_000
+    assert options["grpc.keepalive_timeout_ms"] == options["grpc.http2.ping_timeout_ms"] == 10_000
+    assert options["grpc.keepalive_permit_without_calls"] == 1
+    assert options["grpc.http2.min_ping_interval_without_data_ms"] == 10_000
+    assert options["grpc.max_connection_age_ms"] == 300_000 and options["grpc.max_connection_age_grace_ms"] == 60_000
+    assert config.STREAM_IDLE_TIMEOUT_S == 60 and per_client_limit(config.MAX_CONCURRENT, config.CLIENT_SHARE) == 64
+    assert options["grpc.max_concurrent_streams"] == 64 + config.STREAM_HEADROOM  # a flood waits in its client
+    assert options["grpc.http.overload_protection"] == 0
+    # Our own clients ping no more often than the server allows (else: GOAWAY too_many_pings).
+    client_options = dict(channel_options(1024))
+    assert client_options["grpc.keepalive_time_ms"] >= options["grpc.http2.min_ping_interval_without_data_ms"]
+    assert "grpc.max_connection_age_ms" not in dict(grpc_options(ServerConfig(model=Path("m"), max_connection_age_s=0)))
 
 
 def test_the_client_can_send_the_largest_request_a_default_server_takes() -> None:
@@ -64,6 +94,8 @@ def test_play_and_the_client_use_the_same_server_and_deadlines() -> None:
     assert args.server == f"{config.DEFAULT_HOST}:{config.DEFAULT_PORT}" == "127.0.0.1:50051"
     assert args.timeout == defaults_of(AgentClient.__init__)["timeout"] == config.CALL_TIMEOUT_S
     assert args.wait == defaults_of(AgentClient.wait_until_serving)["timeout"] == config.SERVING_WAIT_S
+    assert args.lb == defaults_of(AgentClient.__init__)["lb_policy"] == config.LB_POLICY == "pick_first"
+    assert play.build_parser().parse_args(["--lb", "round_robin"]).lb == "round_robin"
 
 
 def test_the_service_name_is_the_generated_descriptors() -> None:
@@ -78,7 +110,7 @@ def test_the_config_and_the_health_probe_stay_cheap_to_import() -> None:
         "import sys\n"
         "import serving.config\n"
         "assert not [m for m in sys.modules if m.split('.')[0] in ('numpy', 'grpc', 'google')], 'config'\n"
-        "import serving.healthcheck\n"
+        "import serving.healthcheck, serving.security\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'onnxruntime', 'breakout_dqn'))\n"
         "assert not heavy, heavy\n"
     )

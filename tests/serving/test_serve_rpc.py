@@ -162,8 +162,9 @@ def test_deadline_expiring_in_the_queue(onnx_model_path: Path, policy: OnnxPolic
 
 def test_concurrency_limit_is_resource_exhausted(onnx_model_path: Path, policy: OnnxPolicy) -> None:
     slow = SlowPolicy(policy, delay_s=0.3)
-    running = ServerThread(config_for(onnx_model_path, max_batch=1, max_concurrent=2, inline_gap_ms=None),
-                           lambda config: slow)
+    # The global limit: client_share=1.0 lets this one client take all of it.
+    running = ServerThread(config_for(onnx_model_path, max_batch=1, max_concurrent=2, inline_gap_ms=None,
+                                      client_share=1.0), lambda config: slow)
     try:
         stub = stub_for(running.target)
         request = agent_pb2.GetActionRequest(frames=bytes(contract.STACK_BYTES))

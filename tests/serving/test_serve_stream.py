@@ -65,7 +65,7 @@ def test_concurrent_streams_each_get_their_own_answers(server: ServerThread, pol
 
 
 def test_streams_count_against_the_concurrency_limit(onnx_model_path: Path, policy: OnnxPolicy) -> None:
-    running = ServerThread(config_for(onnx_model_path, max_concurrent=2))
+    running = ServerThread(config_for(onnx_model_path, max_concurrent=2, client_share=1.0))  # the global limit
     try:
         with AgentClient(running.target, timeout=30) as agent:
             first, second = agent.stream(), agent.stream()
@@ -91,7 +91,8 @@ def test_streams_count_against_the_concurrency_limit(onnx_model_path: Path, poli
 
 def test_a_stream_answering_a_request_counts_once(onnx_model_path: Path, policy: OnnxPolicy) -> None:
     slow = SlowPolicy(policy, delay_s=0.5)
-    running = ServerThread(config_for(onnx_model_path, max_concurrent=2, inline_gap_ms=None), lambda config: slow)
+    running = ServerThread(config_for(onnx_model_path, max_concurrent=2, inline_gap_ms=None, client_share=1.0),
+                           lambda config: slow)
     servicer = running.server.servicer
     try:
         with AgentClient(running.target, timeout=30) as agent, agent.stream() as session, \
