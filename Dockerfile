@@ -48,7 +48,7 @@ USER 10001:10001
 VOLUME ["/models"]
 EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-m", "serving.healthcheck"]
+    CMD ["python", "-m", "breakout_dqn.serving.healthcheck"]
 ENTRYPOINT ["breakout-dqn"]
 CMD ["serve"]
 

@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
 from breakout_dqn import contract  # noqa: E402
-from serving.client import AgentClient  # noqa: E402
+from breakout_dqn.serving.client import AgentClient  # noqa: E402
 
 TARGET_P50_MS = 1.0
 TARGET_ACTIONS_PER_S = 5000.0
@@ -74,7 +74,7 @@ def naive_server(keras_path: Path, port: int) -> int:
     from concurrent import futures
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from training.model import load_q_network
+    from breakout_dqn.training.model import load_q_network
 
     model = load_q_network(keras_path)
     lock = threading.Lock()  # Keras models are not guaranteed thread-safe for predict
@@ -127,9 +127,9 @@ def prepare_models(directory: Path) -> tuple[Path, Path]:
     keras_path, onnx_path = directory / "model.keras", directory / "model.onnx"
     code = (
         "import sys, keras, onnx\n"
-        "from training.model import build_q_network, load_q_network\n"
+        "from breakout_dqn.training.model import build_q_network, load_q_network\n"
         "from breakout_dqn.files import file_sha256\n"
-        "from export.convert import contract_metadata, keras_to_onnx\n"
+        "from breakout_dqn.export.convert import contract_metadata, keras_to_onnx\n"
         "keras.utils.set_random_seed(0)\n"
         "build_q_network(dueling=True).save(sys.argv[1])\n"
         "proto = keras_to_onnx(load_q_network(sys.argv[1]), contract_metadata(file_sha256(sys.argv[1])))\n"
@@ -201,7 +201,7 @@ def payload(stacks: int) -> bytes:
 
 def measure_sync(server: str, target: str, duration: float, rpc: str = "unary") -> Row:
     """Concurrency 1 with a synchronous client: what a game loop sees. GetAction calls, or
-    requests on one StreamActions stream fed the way ``serving.client.ActionStream`` feeds it."""
+    requests on one StreamActions stream fed the way ``breakout_dqn.serving.client.ActionStream`` feeds it."""
     request = agent_pb2.GetActionRequest(frames=payload(1))
     with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)

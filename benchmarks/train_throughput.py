@@ -38,9 +38,9 @@ def isolated_update_seconds(preset: str, repeats: int = 30, **settings) -> float
     """Best-of-3 mean time of one compiled DQN update of the preset's network (batch as configured)."""
     import numpy as np
 
-    from training.config import resolve
-    from training.learners import build_learner
-    from training.replay import Batch
+    from breakout_dqn.training.config import resolve
+    from breakout_dqn.training.learners import build_learner
+    from breakout_dqn.training.replay import Batch
 
     config = resolve({"preset": preset, **settings})
     rng = np.random.default_rng(0)
@@ -62,7 +62,7 @@ def isolated_update_seconds(preset: str, repeats: int = 30, **settings) -> float
 
 def trainer_run(preset: str, steps: int) -> dict:
     """Run the real trainer; return steps/s over the learning phase after its first log window."""
-    from training.config import resolve
+    from breakout_dqn.training.config import resolve
 
     algorithm = resolve({"preset": preset}).algorithm
     log_every = LOG_EVERY[algorithm]
@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     presets = list(dict.fromkeys(["cleanrl", *args.presets]))  # the baseline first
-    from training.config import resolve
+    from breakout_dqn.training.config import resolve
 
     results = []
     for preset in presets:

@@ -12,13 +12,13 @@ import sys
 from breakout_dqn import __version__
 
 COMMANDS = {
-    "train": ("training.cli", "train a DQN on real Breakout (batch job)"),
-    "evaluate": ("training.evaluate", "score a .keras or .onnx model with the Nature protocol"),
-    "plot": ("training.plot", "draw a run directory's learning curve as a PNG"),
-    "export": ("export.cli", "convert model.keras to ONNX behind a parity gate"),
-    "verify": ("export.verify", "validate an exported ONNX model for CI (exit codes)"),
-    "serve": ("serving.server", "serve GetAction over gRPC with onnxruntime"),
-    "play": ("serving.play", "play Breakout through a GetAction server"),
+    "train": ("breakout_dqn.training.cli", "train a DQN on real Breakout (batch job)"),
+    "evaluate": ("breakout_dqn.training.evaluate", "score a .keras or .onnx model with the Nature protocol"),
+    "plot": ("breakout_dqn.training.plot", "draw a run directory's learning curve as a PNG"),
+    "export": ("breakout_dqn.export.cli", "convert model.keras to ONNX behind a parity gate"),
+    "verify": ("breakout_dqn.export.verify", "validate an exported ONNX model for CI (exit codes)"),
+    "serve": ("breakout_dqn.serving.server", "serve GetAction over gRPC with onnxruntime"),
+    "play": ("breakout_dqn.serving.play", "play Breakout through a GetAction server"),
 }
 
 # The optional packages, by the extra that installs them: a subcommand run from a smaller install

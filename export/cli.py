@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from breakout_dqn import __version__, contract
+from breakout_dqn.export import parity
+from breakout_dqn.export.compare import jsonable
+from breakout_dqn.export.convert import OPSET, contract_metadata
 from breakout_dqn.files import file_sha256
 from breakout_dqn.paths import output_path_error
-from export import parity
-from export.compare import jsonable
-from export.convert import OPSET, contract_metadata
 
 PROG = "breakout-dqn export"
 EXIT_OK, EXIT_IO, EXIT_USAGE, EXIT_CONTRACT, EXIT_PARITY = 0, 1, 2, 3, 4
@@ -96,7 +96,7 @@ def run_metadata(model_path: Path) -> tuple[int | None, float | None, list[str]]
     (saved with model.keras, also on SIGTERM), else config.json's ``steps`` (the target, which a
     stopped run may not have reached). The score is used only from an eval.json no older than MODEL.
     """
-    from training.checkpoint import PATTERN, list_checkpoints
+    from breakout_dqn.training.checkpoint import PATTERN, list_checkpoints
 
     folder, notes = model_path.parent, []
     checkpoint_steps: int | None = None
@@ -166,7 +166,7 @@ def load_keras(path: Path) -> Any:
         import tensorflow  # noqa: F401
         import tf2onnx  # noqa: F401
 
-        from training.model import check_model_contract  # registers the custom layers
+        from breakout_dqn.training.model import check_model_contract  # registers the custom layers
     if keras.backend.backend() != "tensorflow":
         raise ExportError(EXIT_USAGE, "export needs Keras' TensorFlow backend, "
                                       f"got KERAS_BACKEND={keras.backend.backend()}")
@@ -185,10 +185,10 @@ def export(args: argparse.Namespace, times: dict[str, float]) -> tuple[bool, dic
     """Run the whole export; returns (gate passed, report). Raises ExportError before the gate."""
     import onnx
 
+    from breakout_dqn.export.convert import keras_to_onnx
+    from breakout_dqn.export.fingerprint import META_FINGERPRINT, build, pick_real
     from breakout_dqn.files import atomic_path
     from breakout_dqn.onnx_model import ModelLoadError, OnnxPolicy
-    from export.convert import keras_to_onnx
-    from export.fingerprint import META_FINGERPRINT, build, pick_real
 
     def lap(name: str, started: float) -> float:
         now = time.perf_counter()

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from breakout_dqn import contract
-from export.compare import Comparison, compare
+from breakout_dqn.export.compare import Comparison, compare
 
 META_FINGERPRINT = contract.META_FINGERPRINT
 FORMAT = "probe-q/v1"

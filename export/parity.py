@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from breakout_dqn import atari, contract
-from export import fingerprint
-from export.compare import Comparison, compare
+from breakout_dqn.export import fingerprint
+from breakout_dqn.export.compare import Comparison, compare
 
 ATOL = 1e-5
 RTOL = 1e-5

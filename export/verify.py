@@ -8,7 +8,7 @@ Checks, in order (onnxruntime, no TensorFlow):
                policy match this package's; numeric fields parse
   q_values     batches of 1 and of the probe size give finite float32 [N,4] Q-values
   fingerprint  the Q-values on the probe stored at export reproduce the source Keras model's within
-               1e-4 + 1e-4*|q| with the same argmax (export.fingerprint): catches weights changed
+               1e-4 + 1e-4*|q| with the same argmax (breakout_dqn.export.fingerprint): catches weights changed
                after export
   score        with --min-score: N full games (Nature protocol: epsilon 0.05, no-op starts, 18,000
                frame cap, FIRE after lost lives) must average at least --min-score
@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from breakout_dqn import atari, contract
+from breakout_dqn.export import fingerprint
+from breakout_dqn.export.compare import jsonable
 from breakout_dqn.onnx_model import (
     ModelLoadError,
     check_metadata_contract,
@@ -44,8 +46,6 @@ from breakout_dqn.onnx_model import (
     run_q_values,
     session_metadata,
 )
-from export import fingerprint
-from export.compare import jsonable
 
 PROG = "breakout-dqn verify"
 EXIT_OK, EXIT_USAGE, EXIT_CONTRACT, EXIT_SCORE = 0, 2, 3, 4

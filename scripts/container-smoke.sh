@@ -91,10 +91,10 @@ podman run -d --name breakout-dqn-smoke --network=host "${RO[@]}" -v "$MODELS:/m
 cleanup() { [ "$KEEP" = "--keep" ] || podman rm -f breakout-dqn-smoke >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 for _ in $(seq 60); do
-  podman exec breakout-dqn-smoke python -m serving.healthcheck --target "127.0.0.1:$PORT" >/dev/null 2>&1 && break
+  podman exec breakout-dqn-smoke python -m breakout_dqn.serving.healthcheck --target "127.0.0.1:$PORT" >/dev/null 2>&1 && break
   sleep 1
 done
-podman exec breakout-dqn-smoke python -m serving.healthcheck --target "127.0.0.1:$PORT"
+podman exec breakout-dqn-smoke python -m breakout_dqn.serving.healthcheck --target "127.0.0.1:$PORT"
 # The image's own HEALTHCHECK, run once by hand (no systemd here to schedule it).
 if ! podman healthcheck run breakout-dqn-smoke 2>/dev/null; then echo "image HEALTHCHECK failed"; exit 1; fi
 echo "image HEALTHCHECK: healthy"

@@ -46,7 +46,7 @@ echo "== record in $RESULTS"
 import json, sys
 from pathlib import Path
 
-from training.checkpoint import load_checkpoint
+from breakout_dqn.training.checkpoint import load_checkpoint
 
 checkpoint, eval_path, run, episodes = sys.argv[1:]
 _, state = load_checkpoint(Path(checkpoint))

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from serving.config import INLINE_GAP_MS, MAX_BATCH, MAX_DELAY_MS
+from breakout_dqn.serving.config import INLINE_GAP_MS, MAX_BATCH, MAX_DELAY_MS
 
 INLINE_MAX_STACKS = 4
 """Largest request the fast path runs on the event loop (~1 ms of the loop at ~0.25 ms a stack)."""

@@ -39,7 +39,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
-from serving.config import (
+from breakout_dqn.serving.config import (
     CALL_TIMEOUT_S,
     KEEPALIVE_TIME_S,
     KEEPALIVE_TIMEOUT_S,
@@ -52,8 +52,8 @@ from serving.config import (
     SERVING_WAIT_S,
     message_limit_bytes,
 )
-from serving.healthcheck import SERVICE_NAME
-from serving.security import ClientSecurity
+from breakout_dqn.serving.healthcheck import SERVICE_NAME
+from breakout_dqn.serving.security import ClientSecurity
 
 
 def service_config(lb_policy: str = LB_POLICY) -> dict[str, Any]:

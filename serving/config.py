@@ -3,7 +3,7 @@
 ``serve``'s flags, the server, the servicer, the batcher, the client, ``play`` and the health
 probe read them here. Standard library only: the container's health probe imports this module
 every few seconds. The service's name comes from the generated descriptor
-(``serving.healthcheck.SERVICE_NAME``).
+(``breakout_dqn.serving.healthcheck.SERVICE_NAME``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m serving.healthcheck --target HOST:PORT``: exit 0 iff the server reports SERVING.
+"""``python -m breakout_dqn.serving.healthcheck --target HOST:PORT``: exit 0 iff the server reports SERVING.
 
 A container HEALTHCHECK / readiness probe over grpc.health.v1 (imports grpc and the generated
 descriptor only, no numpy or onnxruntime, so it is cheap to run every few seconds). Exit 1 with
@@ -18,8 +18,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from breakout.v1 import agent_pb2
-from serving.config import DEFAULT_HOST, DEFAULT_PORT, PORT_ENV, PROBE_TIMEOUT_S, default_port
-from serving.security import ClientSecurity, SecurityConfigError, add_client_flags, client_security_from_args
+from breakout_dqn.serving.config import DEFAULT_HOST, DEFAULT_PORT, PORT_ENV, PROBE_TIMEOUT_S, default_port
+from breakout_dqn.serving.security import (
+    ClientSecurity,
+    SecurityConfigError,
+    add_client_flags,
+    client_security_from_args,
+)
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 """``breakout.v1.AgentService``, as the .proto names it: what the server registers, reports health
@@ -43,7 +48,8 @@ def check(target: str, service: str = SERVICE_NAME, timeout: float = PROBE_TIMEO
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.healthcheck", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m breakout_dqn.serving.healthcheck",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", default=default_target(),
                         help=f"HOST:PORT (default: ${TARGET_ENV}, else {DEFAULT_HOST}:${PORT_ENV}, else "
                         f"{DEFAULT_HOST}:{DEFAULT_PORT}; now %(default)s)")

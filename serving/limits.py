@@ -15,7 +15,7 @@ import asyncio
 
 import grpc
 
-from serving.config import CLIENT_KEY, CLIENT_KEYS, CLIENT_SHARE, MAX_CONCURRENT
+from breakout_dqn.serving.config import CLIENT_KEY, CLIENT_KEYS, CLIENT_SHARE, MAX_CONCURRENT
 
 
 def per_client_limit(max_concurrent: int, client_share: float) -> int:

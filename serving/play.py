@@ -20,9 +20,16 @@ import numpy as np
 
 from breakout_dqn import atari, contract
 from breakout_dqn.paths import output_path_error
-from serving.client import ActionStream, AgentClient
-from serving.config import CALL_TIMEOUT_S, DEFAULT_HOST, DEFAULT_PORT, LB_POLICIES, LB_POLICY, SERVING_WAIT_S
-from serving.security import SecurityConfigError, add_client_flags, client_security_from_args
+from breakout_dqn.serving.client import ActionStream, AgentClient
+from breakout_dqn.serving.config import (
+    CALL_TIMEOUT_S,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    LB_POLICIES,
+    LB_POLICY,
+    SERVING_WAIT_S,
+)
+from breakout_dqn.serving.security import SecurityConfigError, add_client_flags, client_security_from_args
 
 PROG = "breakout-dqn play"
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from serving.config import AUTH_EXEMPT_SERVICES, AUTH_METADATA_KEY, AUTH_TOKEN_ENV
+from breakout_dqn.serving.config import AUTH_EXEMPT_SERVICES, AUTH_METADATA_KEY, AUTH_TOKEN_ENV
 
 
 class SecurityConfigError(ValueError):

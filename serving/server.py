@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from breakout.v1 import agent_pb2_grpc
 from breakout_dqn import contract
 from breakout_dqn.onnx_model import ModelLoadError, OnnxPolicy, check_metadata_contract
-from serving.config import (
+from breakout_dqn.serving.config import (
     AUTH_TOKEN_ENV,
     CLIENT_KEY,
     CLIENT_KEYS,
@@ -59,10 +59,10 @@ from serving.config import (
     default_model_path,
     default_port,
 )
-from serving.healthcheck import SERVICE_NAME
-from serving.limits import per_client_limit
-from serving.security import SecurityConfigError, TokenAuth, read_token, server_credentials
-from serving.service import AgentServicer, Policy, ServiceLimits
+from breakout_dqn.serving.healthcheck import SERVICE_NAME
+from breakout_dqn.serving.limits import per_client_limit
+from breakout_dqn.serving.security import SecurityConfigError, TokenAuth, read_token, server_credentials
+from breakout_dqn.serving.service import AgentServicer, Policy, ServiceLimits
 
 log = logging.getLogger("breakout_dqn.serve")
 

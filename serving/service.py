@@ -23,8 +23,8 @@ import numpy as np
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
-from serving.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
-from serving.config import (
+from breakout_dqn.serving.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
+from breakout_dqn.serving.config import (
     CLIENT_KEY,
     CLIENT_SHARE,
     INLINE_GAP_MS,
@@ -34,7 +34,7 @@ from serving.config import (
     MAX_STACKS_PER_REQUEST,
     STREAM_IDLE_TIMEOUT_S,
 )
-from serving.limits import ClientShares, StreamWatch
+from breakout_dqn.serving.limits import ClientShares, StreamWatch
 
 log = logging.getLogger("breakout_dqn.serve")
 

@@ -15,7 +15,7 @@ def keras_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained dueling Q-network (seed 0) saved as ``model.keras``."""
     import keras
 
-    from training.model import build_q_network
+    from breakout_dqn.training.model import build_q_network
 
     keras.utils.set_random_seed(0)
     path = tmp_path_factory.mktemp("keras") / "model.keras"
@@ -28,9 +28,9 @@ def onnx_model_path(keras_model_path: Path, tmp_path_factory: pytest.TempPathFac
     """``keras_model_path`` converted to ONNX with the contract's metadata."""
     import onnx
 
+    from breakout_dqn.export.convert import contract_metadata, keras_to_onnx
     from breakout_dqn.files import file_sha256
-    from export.convert import contract_metadata, keras_to_onnx
-    from training.model import load_q_network
+    from breakout_dqn.training.model import load_q_network
 
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     proto = keras_to_onnx(load_q_network(keras_model_path), contract_metadata(file_sha256(keras_model_path)))

@@ -27,8 +27,8 @@ def test_serve_extra_installs_and_imports_without_tensorflow(tmp_path: Path, onn
     assert "tensorflow" not in listed and "keras==" not in listed
     code = (
         "import sys, numpy as np\n"
-        "import serving.server, serving.client, serving.healthcheck, serving.config\n"
-        "policy = serving.server.load_policy(serving.config.ServerConfig(model=sys.argv[1]))\n"
+        "from breakout_dqn.serving import client, config, healthcheck, server\n"
+        "policy = server.load_policy(config.ServerConfig(model=sys.argv[1]))\n"
         "print(policy.act(np.zeros((3, 84, 84, 4), np.uint8)).shape)\n"
     )
     # Run outside the checkout so only the installed package can be imported.
@@ -39,3 +39,23 @@ def test_serve_extra_installs_and_imports_without_tensorflow(tmp_path: Path, onn
     help_text = subprocess.run([str(venv / "bin" / "breakout-dqn"), "serve", "--help"], capture_output=True,
                                text=True, timeout=120, cwd=tmp_path)
     assert help_text.returncode == 0 and "--model" in help_text.stdout
+
+
+@pytest.mark.timeout(300)
+def test_the_wheel_claims_one_namespace_beside_the_wire_code(tmp_path: Path) -> None:
+    import zipfile
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                            "--wheel-dir", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=280)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = tmp_path.glob("breakout_dqn-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (top_level,) = [name for name in names if name.endswith(".dist-info/top_level.txt")]
+        assert archive.read(top_level).decode().split() == ["breakout", "breakout_dqn"]
+    roots = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert roots == {"breakout", "breakout_dqn"}  # no top-level training, export or serving
+    for stage in ("training", "export", "serving"):  # the stages' folders, installed under the namespace
+        sources = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / stage).rglob("*.py"))
+        assert sources and all(f"breakout_dqn/{source}" in names for source in sources), stage
+    assert "breakout/v1/agent_pb2_grpc.py" in names

@@ -6,11 +6,11 @@ import json
 import sys
 from pathlib import Path
 
-from training.checkpoint import CheckpointError
-from training.config import ConfigError, TrainConfig, build_parser, load_config, resolve
-from training.replay_storage import ReplayStorageError
-from training.run_directory import RunDirectory, RunDirectoryError
-from training.train import Interrupted, train
+from breakout_dqn.training.checkpoint import CheckpointError
+from breakout_dqn.training.config import ConfigError, TrainConfig, build_parser, load_config, resolve
+from breakout_dqn.training.replay_storage import ReplayStorageError
+from breakout_dqn.training.run_directory import RunDirectory, RunDirectoryError
+from breakout_dqn.training.train import Interrupted, train
 
 PROG = "breakout-dqn train"
 SUMMARY_KEYS = ("mean", "std", "episodes", "train_agent_steps", "wall_seconds")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from breakout_dqn import contract
-from training.config import TrainConfig
-from training.replay import ReplayBuffer, check_fits_in_memory, slots_per_env
-from training.replay_storage import DurableStorage, ReplayStorageError
-from training.run_directory import RunDirectory
-from training.sampler import PrefetchSampler
-from training.session import LoopState, RunSession, crossed, epsilon_at, generator
+from breakout_dqn.training.config import TrainConfig
+from breakout_dqn.training.replay import ReplayBuffer, check_fits_in_memory, slots_per_env
+from breakout_dqn.training.replay_storage import DurableStorage, ReplayStorageError
+from breakout_dqn.training.run_directory import RunDirectory
+from breakout_dqn.training.sampler import PrefetchSampler
+from breakout_dqn.training.session import LoopState, RunSession, crossed, epsilon_at, generator
 
 
 def preflight(config: TrainConfig) -> None:

@@ -22,7 +22,7 @@ def load_act_fn(path: Path) -> atari.ActFn:
 
         return OnnxPolicy(path).act
     if path.suffix == ".keras":
-        from training.model import load_q_network
+        from breakout_dqn.training.model import load_q_network
 
         model = load_q_network(path)
         return lambda frames: np.argmax(model(frames, training=False), axis=1)

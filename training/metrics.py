@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.run_directory import RunDirectory
+from breakout_dqn.training.run_directory import RunDirectory
 
 
 class MetricsLogger:

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from training.metrics import read_metrics
-from training.run_directory import RunDirectory
+from breakout_dqn.training.metrics import read_metrics
+from breakout_dqn.training.run_directory import RunDirectory
 
 PROG = "breakout-dqn plot"
 

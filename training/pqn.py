@@ -13,8 +13,8 @@ import time
 import numpy as np
 
 from breakout_dqn import contract
-from training.config import TrainConfig
-from training.session import RunSession, crossed, epsilon_at, generator
+from breakout_dqn.training.config import TrainConfig
+from breakout_dqn.training.session import RunSession, crossed, epsilon_at, generator
 
 
 def preflight(config: TrainConfig) -> None:

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from breakout_dqn import contract
-from training.replay_storage import DurableStorage, MemoryStorage
+from breakout_dqn.training.replay_storage import DurableStorage, MemoryStorage
 
 BYTES_PER_TRANSITION = contract.FRAME_HEIGHT * contract.FRAME_WIDTH + 1 + 4 + 1 + 1 + 1
 

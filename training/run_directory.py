@@ -1,7 +1,7 @@
 """The run directory (``train --out``): its layout, preparing it, and what it holds.
 
 One owner for the file names that training, metrics, plot, export and ``scripts/ship_reference.sh``
-read. ``python -m training.run_directory newest-step RUN`` prints the newest checkpoint's step (for
+read. ``python -m breakout_dqn.training.run_directory newest-step RUN`` prints the newest checkpoint's step (for
 shell scripts).
 """
 
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.checkpoint import PATTERN, list_checkpoints
+from breakout_dqn.training.checkpoint import PATTERN, list_checkpoints
 
 
 class RunDirectoryError(ValueError):
@@ -41,11 +41,11 @@ class RunDirectory:
         return self.root / "config.json"
 
     @property
-    def metrics(self) -> Path:  # one JSON record per line (training.metrics)
+    def metrics(self) -> Path:  # one JSON record per line (breakout_dqn.training.metrics)
         return self.root / "metrics.jsonl"
 
     @property
-    def checkpoints(self) -> Path:  # checkpoint-<step>.npz (training.checkpoint)
+    def checkpoints(self) -> Path:  # checkpoint-<step>.npz (breakout_dqn.training.checkpoint)
         return self.root / "checkpoints"
 
     @property
@@ -111,7 +111,7 @@ class RunDirectory:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] != "newest-step":
-        print("usage: python -m training.run_directory newest-step RUN_DIR", file=sys.stderr)
+        print("usage: python -m breakout_dqn.training.run_directory newest-step RUN_DIR", file=sys.stderr)
         return 2
     step = RunDirectory(Path(argv[1])).newest_checkpoint_step()
     if step is None:

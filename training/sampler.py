@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from training.replay import Batch, ReplayBuffer
+from breakout_dqn.training.replay import Batch, ReplayBuffer
 
 
 class PrefetchSampler:

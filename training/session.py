@@ -18,10 +18,10 @@ import numpy as np
 
 from breakout_dqn import atari, contract
 from breakout_dqn.files import atomic_path, atomic_write_text
-from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from training.config import TrainConfig, save_config
-from training.episodes import EpisodeStats
-from training.run_directory import RunDirectory
+from breakout_dqn.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from breakout_dqn.training.config import TrainConfig, save_config
+from breakout_dqn.training.episodes import EpisodeStats
+from breakout_dqn.training.run_directory import RunDirectory
 
 
 @dataclass
@@ -69,7 +69,7 @@ class RunSession:
         self.run.prepare(config.resume)
         import keras  # deferred: bad flags and pre-flight errors are reported without loading a backend
 
-        from training.learners import build_learner
+        from breakout_dqn.training.learners import build_learner
 
         keras.utils.set_random_seed(config.seed)
         self.learner: Any = build_learner(config)  # the loop's own Learner protocol (DQN or PQN)
@@ -77,7 +77,7 @@ class RunSession:
         save_config(config, self.run.config)
         self.rng = generator(config.seed, self.state.rng_state)  # exploration
         self.stats = EpisodeStats(config.num_envs, self.state.__dict__)
-        from training.metrics import MetricsLogger
+        from breakout_dqn.training.metrics import MetricsLogger
 
         self.logger = MetricsLogger(self.run.root, config.to_json())
         self.meter = Meter(self.state.step)

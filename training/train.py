@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from training import dqn, pqn
-from training.config import TrainConfig
-from training.session import Interrupted, RunSession
+from breakout_dqn.training import dqn, pqn
+from breakout_dqn.training.config import TrainConfig
+from breakout_dqn.training.session import Interrupted, RunSession
 
 __all__ = ["Interrupted", "train"]
 ALGORITHMS = {"dqn": dqn, "pqn": pqn}

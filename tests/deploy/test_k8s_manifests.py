@@ -131,7 +131,7 @@ def test_training_job_trains_one_seed_per_completion_index_and_resumes_itself() 
 
 
 def test_training_memory_holds_the_full_replay_and_the_learner() -> None:
-    from training import replay
+    from breakout_dqn.training import replay
 
     job = find(render("train"), "Job", "breakout-dqn-train")
     train = container(pod_spec(job), "train")
@@ -146,8 +146,8 @@ def test_training_memory_holds_the_full_replay_and_the_learner() -> None:
 
 
 def test_export_job_fails_at_once_on_the_verdicts_of_export_and_verify() -> None:
-    from export import cli as export_cli
-    from export import verify
+    from breakout_dqn.export import cli as export_cli
+    from breakout_dqn.export import verify
 
     job = find(render("export"), "Job", "breakout-dqn-export")
     spec = pod_spec(job)
@@ -167,8 +167,8 @@ def test_export_job_fails_at_once_on_the_verdicts_of_export_and_verify() -> None
 
 
 def test_serving_probes_ports_and_grace_match_the_server() -> None:
-    from serving.healthcheck import DEFAULT_PORT
-    from serving.server import SERVICE_NAME
+    from breakout_dqn.serving.healthcheck import DEFAULT_PORT
+    from breakout_dqn.serving.server import SERVICE_NAME
 
     objects = render("serve")
     deployment = find(objects, "Deployment", "breakout-dqn-serve")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from k8s_helpers import REPO, command_line, container, container_env, find, needs_kubectl, pod_spec, render
 
-from training.checkpoint import PATTERN, list_checkpoints
+from breakout_dqn.training.checkpoint import PATTERN, list_checkpoints
 
 STEPS = 1200
 TINY = [f"--steps={STEPS}", "--num-envs=4", "--replay-capacity=4000", "--learning-starts=200", "--random-steps=100",

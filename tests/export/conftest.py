@@ -26,7 +26,7 @@ def run_dir(keras_model_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="session")
 def exported(run_dir: Path) -> dict[str, Any]:
     """``breakout-dqn export run/model.keras --out run/model.onnx`` with the full default gate (10k stacks)."""
-    from export import cli
+    from breakout_dqn.export import cli
 
     out = run_dir / "model.onnx"
     code = cli.main([str(run_dir / "model.keras"), "--out", str(out)])
@@ -59,8 +59,8 @@ def slightly_perturbed_onnx(exported_onnx: Path, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="session")
 def keras_q(keras_model_path: Path):
-    from export.parity import keras_q_function
-    from training.model import load_q_network
+    from breakout_dqn.export.parity import keras_q_function
+    from breakout_dqn.training.model import load_q_network
 
     return keras_q_function(load_q_network(keras_model_path))
 
@@ -68,7 +68,7 @@ def keras_q(keras_model_path: Path):
 @pytest.fixture(scope="session")
 def real_stacks(keras_q) -> np.ndarray:
     """512 stacks from real Breakout play by the seed-0 Keras model mixed with random actions."""
-    from export.parity import collect_stacks
+    from breakout_dqn.export.parity import collect_stacks
 
     return collect_stacks(keras_q, 512, seed=1)
 
@@ -76,7 +76,7 @@ def real_stacks(keras_q) -> np.ndarray:
 @pytest.fixture()
 def small_gate(monkeypatch: pytest.MonkeyPatch) -> int:
     """Let CLI exports in tests use a 512-stack gate (the real minimum is 10,000)."""
-    from export import parity
+    from breakout_dqn.export import parity
 
     monkeypatch.setattr(parity, "MIN_REAL_STACKS", 512)
     return 512

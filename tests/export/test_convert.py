@@ -12,10 +12,10 @@ from breakout_dqn import contract
 def test_export_of_a_fresh_model_round_trips(keras_model_path: Path, onnx_model_path: Path) -> None:
     import onnx
 
+    from breakout_dqn.export.convert import OPSET
     from breakout_dqn.files import file_sha256
     from breakout_dqn.onnx_model import OnnxPolicy
-    from export.convert import OPSET
-    from training.model import load_q_network
+    from breakout_dqn.training.model import load_q_network
 
     proto = onnx.load(str(onnx_model_path))
     onnx.checker.check_model(proto)
@@ -42,7 +42,7 @@ def test_export_of_a_fresh_model_round_trips(keras_model_path: Path, onnx_model_
 
 
 def test_metadata_records_training_steps_frames_and_score() -> None:
-    from export.convert import contract_metadata
+    from breakout_dqn.export.convert import contract_metadata
 
     metadata = contract_metadata("ab" * 32, train_steps=1000, eval_score=12.345)
     assert metadata[contract.META_TRAIN_STEPS] == "1000" and metadata[contract.META_TRAIN_FRAMES] == "4000"

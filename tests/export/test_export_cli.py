@@ -61,7 +61,7 @@ def test_failed_gate_exits_4_writes_the_report_and_keeps_the_old_out(
         capsys: pytest.CaptureFixture[str]) -> None:
     import onnx
 
-    from export import cli, convert
+    from breakout_dqn.export import cli, convert
 
     real_convert = convert.keras_to_onnx
 
@@ -103,7 +103,7 @@ def save_keras(path: Path, shape: tuple[int, ...], dtype: str) -> Path:
 ])
 def test_model_with_wrong_input_is_rejected_with_a_clear_message(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], shape: tuple[int, ...], dtype: str, message: str) -> None:
-    from export import cli
+    from breakout_dqn.export import cli
 
     model = save_keras(tmp_path / "bad.keras", shape, dtype)
     out = tmp_path / "bad.onnx"
@@ -116,7 +116,7 @@ def test_model_with_wrong_input_is_rejected_with_a_clear_message(
 @pytest.mark.parametrize("kind", ["missing", "not-a-zip", "zip-without-model", "truncated"])
 def test_missing_or_corrupt_input_gives_one_line_error_and_no_output(
         keras_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
-    from export import cli
+    from breakout_dqn.export import cli
 
     model = tmp_path / "model.keras"
     if kind == "not-a-zip":
@@ -135,7 +135,7 @@ def test_missing_or_corrupt_input_gives_one_line_error_and_no_output(
 
 
 def test_usage_errors(keras_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from export import cli
+    from breakout_dqn.export import cli
 
     assert cli.main([str(keras_model_path), "--out", str(tmp_path / "m.onnx"), "--stacks", "100"]) == 2
     assert "at least 10,000" in error_line(capsys.readouterr().err)
@@ -157,7 +157,7 @@ def test_console_script_gives_one_clean_error_line_even_after_loading_tensorflow
 
 
 def test_run_metadata_uses_fresh_eval_json_then_checkpoints(tmp_path: Path) -> None:
-    from export.cli import run_metadata
+    from breakout_dqn.export.cli import run_metadata
 
     model = tmp_path / "model.keras"
     model.write_bytes(b"x")

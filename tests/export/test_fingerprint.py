@@ -10,8 +10,8 @@ import zlib
 import numpy as np
 import pytest
 
-from export import fingerprint
-from export.compare import compare, jsonable
+from breakout_dqn.export import fingerprint
+from breakout_dqn.export.compare import compare, jsonable
 
 
 def fake_q(frames: np.ndarray) -> np.ndarray:

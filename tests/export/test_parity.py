@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import parity
+from breakout_dqn.export import parity
 
 
 def constant_q(values: list[float]):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from breakout_dqn import contract
-from export import verify
+from breakout_dqn.export import verify
 from tests.export.helpers import edit_onnx
 
 

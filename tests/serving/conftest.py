@@ -9,7 +9,7 @@ import pytest
 from serving_helpers import OPENSSL, ServerThread, config_for, make_certificates
 
 from breakout_dqn.onnx_model import OnnxPolicy
-from serving.client import AgentClient
+from breakout_dqn.serving.client import AgentClient
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from breakout_dqn.onnx_model import OnnxPolicy
-from serving.config import ServerConfig
-from serving.server import AgentServer, load_policy
+from breakout_dqn.serving.config import ServerConfig
+from breakout_dqn.serving.server import AgentServer, load_policy
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

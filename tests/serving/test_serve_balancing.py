@@ -13,8 +13,8 @@ import pytest
 from serving_helpers import ServerThread, config_for, random_stacks
 
 from breakout_dqn.onnx_model import OnnxPolicy
-from serving import play
-from serving.client import ActionStream, AgentClient
+from breakout_dqn.serving import play
+from breakout_dqn.serving.client import ActionStream, AgentClient
 
 
 def requests_of(running: ServerThread) -> int:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from serving.batcher import Batcher, BatcherClosed, QueueFull
+from breakout_dqn.serving.batcher import Batcher, BatcherClosed, QueueFull
 
 
 def tagged(count: int, first_tag: int) -> np.ndarray:

@@ -20,15 +20,15 @@ from serving_helpers import REPO, ServerProcess, random_stacks, subprocess_env
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
 from breakout_dqn.onnx_model import OnnxPolicy
-from serving.client import AgentClient
+from breakout_dqn.serving.client import AgentClient
 
 SERVE = [sys.executable, "-m", "breakout_dqn.cli", "serve"]
 
 # The real serve() with a model whose forward pass takes 0.3 s, so calls are in flight at SIGTERM.
 SLOW_SERVER = """
 import asyncio, logging, sys, time
-from serving.config import ServerConfig
-from serving.server import load_policy, serve
+from breakout_dqn.serving.config import ServerConfig
+from breakout_dqn.serving.server import load_policy, serve
 
 logging.basicConfig(level=logging.INFO)
 
@@ -174,7 +174,7 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_default_model_is_the_shipped_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    from serving.config import default_model_path
+    from breakout_dqn.serving.config import default_model_path
 
     monkeypatch.delenv("BREAKOUT_DQN_MODEL", raising=False)
     assert default_model_path() == REPO / "models" / "breakout-dqn.onnx"
@@ -185,7 +185,7 @@ def test_default_model_is_the_shipped_file(monkeypatch: pytest.MonkeyPatch) -> N
 def test_host_and_port_defaults_come_from_the_environment(onnx_model_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """What the images rely on: BREAKOUT_DQN_HOST/PORT move `serve`, and the HEALTHCHECK follows the port."""
-    from serving import healthcheck
+    from breakout_dqn.serving import healthcheck
 
     with socket.socket() as probe:  # a free port other than the 50051 default
         probe.bind(("127.0.0.1", 0))
@@ -214,9 +214,9 @@ def test_host_and_port_defaults_come_from_the_environment(onnx_model_path: Path,
 def test_an_empty_port_variable_means_the_default_for_serve_and_the_healthcheck(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """`-e BREAKOUT_DQN_PORT=` must not make `serve` bind one port while the HEALTHCHECK probes another."""
-    from serving import healthcheck
-    from serving.config import DEFAULT_PORT
-    from serving.server import parse_args
+    from breakout_dqn.serving import healthcheck
+    from breakout_dqn.serving.config import DEFAULT_PORT
+    from breakout_dqn.serving.server import parse_args
 
     monkeypatch.delenv("BREAKOUT_DQN_HEALTH_TARGET", raising=False)
     monkeypatch.setenv("BREAKOUT_DQN_PORT", "")

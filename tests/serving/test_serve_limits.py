@@ -16,7 +16,7 @@ from serving_helpers import ServerThread, SlowPolicy, config_for, random_stacks
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
 from breakout_dqn.onnx_model import OnnxPolicy
-from serving.client import AgentClient
+from breakout_dqn.serving.client import AgentClient
 
 ONE_STACK = agent_pb2.GetActionRequest(frames=bytes(contract.STACK_BYTES))
 

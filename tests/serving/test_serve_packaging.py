@@ -34,18 +34,20 @@ print("no tensorflow")
 EXERCISE_SERVING = """
 import asyncio
 import numpy as np
-import breakout_dqn.cli, serving.batcher, serving.client, serving.config, serving.healthcheck, serving.play
-import serving.server, serving.service
+import breakout_dqn.cli
+import breakout_dqn.serving.batcher, breakout_dqn.serving.client, breakout_dqn.serving.config
+import breakout_dqn.serving.healthcheck, breakout_dqn.serving.play
+import breakout_dqn.serving.server, breakout_dqn.serving.service
 from breakout_dqn.onnx_model import OnnxPolicy
 
 async def main(model):
-    server = serving.server.AgentServer(serving.config.ServerConfig(model=model, port=0))
+    server = breakout_dqn.serving.server.AgentServer(breakout_dqn.serving.config.ServerConfig(model=model, port=0))
     port = await server.start()
     await server.load()
     target = f"127.0.0.1:{port}"
     def call():
-        with serving.client.AgentClient(target, timeout=30) as client:
-            return client.get_action(np.zeros((2, 84, 84, 4), np.uint8)), serving.healthcheck.check(target)
+        with breakout_dqn.serving.client.AgentClient(target, timeout=30) as client:
+            return client.get_action(np.zeros((2, 84, 84, 4), np.uint8)), breakout_dqn.serving.healthcheck.check(target)
     actions, health = await asyncio.get_running_loop().run_in_executor(None, call)
     await server.stop(1.0)
     return actions, health
@@ -68,7 +70,7 @@ def test_serving_never_imports_tensorflow(onnx_model_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("code", "expected"), [
-    ("import training.model\n", "blocked by the test: the serving side imported keras"),  # raises
+    ("import breakout_dqn.training.model\n", "blocked by the test: the serving side imported keras"),  # raises
     ("try:\n    import keras\nexcept ImportError:\n    pass\n", "imported ['keras']"),  # caught: still a failure
 ])
 def test_the_tensorflow_check_fails_when_tensorflow_is_imported(code: str, expected: str) -> None:

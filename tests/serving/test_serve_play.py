@@ -11,7 +11,7 @@ from serving_helpers import ServerThread, SlowPolicy, config_for
 
 from breakout_dqn import contract
 from breakout_dqn.onnx_model import OnnxPolicy
-from serving import play
+from breakout_dqn.serving import play
 
 
 @pytest.mark.slow  # plays full games

@@ -20,9 +20,9 @@ from serving_helpers import REPO, ServerProcess, ServerThread, config_for, rando
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
-from serving.client import AgentClient
-from serving.config import STREAM_HEADROOM
-from serving.security import ClientSecurity
+from breakout_dqn.serving.client import AgentClient
+from breakout_dqn.serving.config import STREAM_HEADROOM
+from breakout_dqn.serving.security import ClientSecurity
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ print(json.dumps({"codes": codes, "messages": sorted(messages)}), flush=True)
 STREAM_HOLDER = """
 import sys, time
 import numpy as np
-from serving.client import AgentClient
+from breakout_dqn.serving.client import AgentClient
 session = AgentClient(sys.argv[1], timeout=30).stream()
 session.get_action(np.zeros((1, 84, 84, 4), np.uint8))
 print("holding", flush=True)

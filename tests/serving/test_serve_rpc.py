@@ -16,9 +16,9 @@ from serving_helpers import ServerThread, SlowPolicy, config_for, random_stacks
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
 from breakout_dqn.onnx_model import OnnxPolicy
-from serving import healthcheck
-from serving.client import AgentClient
-from serving.server import load_policy
+from breakout_dqn.serving import healthcheck
+from breakout_dqn.serving.client import AgentClient
+from breakout_dqn.serving.server import load_policy
 
 
 def stub_for(target: str, max_bytes: int = 64 << 20) -> agent_pb2_grpc.AgentServiceStub:

@@ -15,10 +15,10 @@ from serving_helpers import REPO, ServerProcess, ServerThread, config_for, rando
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
 from breakout_dqn.onnx_model import OnnxPolicy
-from serving import healthcheck, play, server
-from serving.client import AgentClient
-from serving.config import AUTH_TOKEN_ENV
-from serving.security import ClientSecurity
+from breakout_dqn.serving import healthcheck, play, server
+from breakout_dqn.serving.client import AgentClient
+from breakout_dqn.serving.config import AUTH_TOKEN_ENV
+from breakout_dqn.serving.security import ClientSecurity
 
 TOKEN = "s3cret-t0ken-for-tests"
 
@@ -189,13 +189,13 @@ def test_clients_refuse_bad_tls_settings_too(certificates: dict[str, Path], tmp_
 def test_the_token_may_come_from_the_environment(onnx_model_path: Path, policy: OnnxPolicy,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """`serve` and the clients read $BREAKOUT_DQN_AUTH_TOKEN when no token file is given."""
-    from serving.security import read_token
+    from breakout_dqn.serving.security import read_token
 
     monkeypatch.setenv(AUTH_TOKEN_ENV, TOKEN)
     assert read_token(None) == TOKEN
     assert server.parse_args([]).auth_token_file is None
     args = play.build_parser().parse_args([])
-    from serving.security import client_security_from_args
+    from breakout_dqn.serving.security import client_security_from_args
 
     assert client_security_from_args(args).token == TOKEN
     assert TOKEN not in repr(client_security_from_args(args)) and TOKEN not in repr(config_for(REPO, auth_token=TOKEN))

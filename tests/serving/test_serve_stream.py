@@ -13,7 +13,7 @@ from serving_helpers import ServerThread, SlowPolicy, config_for, random_stacks
 
 from breakout.v1 import agent_pb2
 from breakout_dqn.onnx_model import OnnxPolicy
-from serving.client import AgentClient
+from breakout_dqn.serving.client import AgentClient
 
 
 def test_each_request_is_answered_in_order_with_onnxruntime_argmax(client: AgentClient, policy: OnnxPolicy) -> None:

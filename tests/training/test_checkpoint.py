@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from breakout_dqn.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 
 
 def arrays(seed: int) -> dict[str, list[np.ndarray]]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from training.config import ConfigError, TrainConfig, build_parser, resolve
-from training.session import epsilon_at
+from breakout_dqn.training.config import ConfigError, TrainConfig, build_parser, resolve
+from breakout_dqn.training.session import epsilon_at
 
 
 def parse(*argv: str) -> TrainConfig:

@@ -95,7 +95,7 @@ def test_the_stepper_presses_fire_after_a_lost_life_and_marks_the_autoreset_step
     assert steps[2].rewards.tolist() == [7.0, 0.0]  # nothing scores on the autoreset step
     assert steps[3].truncated.tolist() == [False, True]
 
-    from training.episodes import EpisodeStats
+    from breakout_dqn.training.episodes import EpisodeStats
 
     stats = EpisodeStats(2)
     finished = [stats.record(step) for step in steps]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import evaluate
+from breakout_dqn.training import evaluate
 
 
 def test_keras_and_onnx_act_functions_agree(keras_model_path: Path, onnx_model_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.replay import Batch
+from breakout_dqn.training.replay import Batch
 
 
 def fixed_batch(seed: int = 0, size: int = 32) -> Batch:
@@ -29,7 +29,7 @@ def fixed_batch(seed: int = 0, size: int = 32) -> Batch:
 def test_td_targets_match_a_numpy_reference() -> None:
     from keras import ops
 
-    from training.losses import td_targets
+    from breakout_dqn.training.losses import td_targets
 
     rng = np.random.default_rng(0)
     next_target = rng.normal(size=(6, 4)).astype(np.float32)
@@ -50,7 +50,7 @@ def test_td_targets_match_a_numpy_reference() -> None:
 def test_td_loss_is_huber_or_the_mean_squared_error() -> None:
     from keras import ops
 
-    from training.losses import td_loss
+    from breakout_dqn.training.losses import td_loss
 
     q_values = np.array([[0.0, 1.0, 2.0, 3.0], [1.0, 1.0, 1.0, 1.0]], np.float32)
     actions = np.array([3, 0], np.int32)
@@ -66,9 +66,9 @@ def test_td_loss_is_huber_or_the_mean_squared_error() -> None:
 
 @pytest.mark.parametrize("preset", ["default", "keras-example", "cleanrl"])
 def test_tensorflow_train_step_lowers_the_td_loss_on_a_fixed_batch(preset: str) -> None:
-    from training.config import resolve
-    from training.learners import make_learner
-    from training.model import build_q_network
+    from breakout_dqn.training.config import resolve
+    from breakout_dqn.training.learners import make_learner
+    from breakout_dqn.training.model import build_q_network
 
     config = resolve({"preset": preset})
     online, target = build_q_network(config.dueling), build_q_network(config.dueling)
@@ -89,9 +89,9 @@ import json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from tests.training.test_learner import fixed_batch
-from training.config import resolve
-from training.learners import make_learner
-from training.model import build_q_network
+from breakout_dqn.training.config import resolve
+from breakout_dqn.training.learners import make_learner
+from breakout_dqn.training.model import build_q_network
 import keras
 assert keras.backend.backend() == "jax"
 config = resolve({})
@@ -114,7 +114,7 @@ print(json.dumps({"first": losses[0], "last": losses[-1]}))
 @pytest.mark.slow  # a second process loads JAX and Keras
 def test_jax_backend_train_step_lowers_the_loss_and_its_model_loads_under_tensorflow(tmp_path: Path) -> None:
     pytest.importorskip("jax")
-    from training.model import load_q_network
+    from breakout_dqn.training.model import load_q_network
 
     root = Path(__file__).resolve().parents[2]
     model_path, q_path = tmp_path / "jax.keras", tmp_path / "q.npy"
@@ -131,9 +131,9 @@ def test_jax_backend_train_step_lowers_the_loss_and_its_model_loads_under_tensor
 def test_fused_update_and_act_equals_sequential_updates_then_act() -> None:
     import keras
 
-    from training.config import resolve
-    from training.learners import make_learner
-    from training.model import build_q_network
+    from breakout_dqn.training.config import resolve
+    from breakout_dqn.training.learners import make_learner
+    from breakout_dqn.training.model import build_q_network
 
     config = resolve({})
     learners = []
@@ -153,9 +153,9 @@ def test_fused_update_and_act_equals_sequential_updates_then_act() -> None:
 
 
 def test_a_bfloat16_network_trains_in_float32_weights_and_saves_as_a_float32_copy() -> None:
-    from training.config import resolve
-    from training.learners import make_learner
-    from training.model import build_q_network, float32_copy
+    from breakout_dqn.training.config import resolve
+    from breakout_dqn.training.learners import make_learner
+    from breakout_dqn.training.model import build_q_network, float32_copy
 
     config = resolve({"preset": "cleanrl", "precision": "bfloat16", "xla": False})
     online = build_q_network(config.dueling, precision="bfloat16")

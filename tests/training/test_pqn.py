@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from breakout_dqn.training.config import ConfigError, resolve
+from breakout_dqn.training.pqn import q_lambda_targets
 from tests.training.test_train_cli import run_cli
-from training.config import ConfigError, resolve
-from training.pqn import q_lambda_targets
 
 GAMMA, LAMBDA = 0.9, 0.65
 

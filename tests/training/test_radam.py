@@ -29,7 +29,7 @@ def reference_radam(gradients: list[np.ndarray], start: np.ndarray, lr: float, b
 def test_radam_follows_the_reference_through_the_warm_up_and_after_it() -> None:
     import keras
 
-    from training.radam import RAdam
+    from breakout_dqn.training.radam import RAdam
 
     rng = np.random.default_rng(0)
     start = rng.normal(size=(3, 2)).astype(np.float32)

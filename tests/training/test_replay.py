@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from breakout_dqn import atari, contract
-from training.replay import BYTES_PER_TRANSITION, ReplayBuffer, check_fits_in_memory, estimate_bytes
+from breakout_dqn.training.replay import BYTES_PER_TRANSITION, ReplayBuffer, check_fits_in_memory, estimate_bytes
 
 GAMMA = 0.9
 

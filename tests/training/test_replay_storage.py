@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.replay import ReplayBuffer
-from training.replay_storage import (
+from breakout_dqn.training.replay import ReplayBuffer
+from breakout_dqn.training.replay_storage import (
     FIELDS,
     DurableStorage,
     MemoryStorage,

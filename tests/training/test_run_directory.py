@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.checkpoint import save_checkpoint
-from training.run_directory import RunDirectory, RunDirectoryError, main
+from breakout_dqn.training.checkpoint import save_checkpoint
+from breakout_dqn.training.run_directory import RunDirectory, RunDirectoryError, main
 
 
 def test_a_run_is_never_overwritten_and_resume_needs_a_checkpoint(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import threading
 
 import numpy as np
 
-from training.replay import ReplayBuffer
-from training.sampler import PrefetchSampler
+from breakout_dqn.training.replay import ReplayBuffer
+from breakout_dqn.training.sampler import PrefetchSampler
 
 
 def filled_replay() -> ReplayBuffer:

@@ -51,7 +51,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow  # trains
 def test_train_writes_the_documented_layout_and_a_model_that_loads(tiny_run: Path) -> None:
-    from training.model import load_q_network
+    from breakout_dqn.training.model import load_q_network
 
     for name in ("model.keras", "config.json", "metrics.jsonl", "eval.json"):
         assert (tiny_run / name).is_file(), name
@@ -174,7 +174,7 @@ def test_resume_after_sigkill_continues_from_the_checkpoint_with_its_exact_repla
     result = run_cli("train", "--out", str(twin), *flags[:flags.index("--steps")], "--steps", str(saved_step),
                      *flags[flags.index("--steps") + 2:])
     assert result.returncode == 0, result.stderr[-3000:]
-    from training.replay_storage import FIELDS, DurableStorage
+    from breakout_dqn.training.replay_storage import FIELDS, DurableStorage
 
     slots = 800 // 4
     cursor = saved_step // 4
@@ -270,8 +270,8 @@ def write_metrics(run: Path, steps_per_second: float, scores: list[float]) -> No
 
 
 def test_plot_compares_runs_against_steps_or_hours_beside_published_points(tmp_path: Path) -> None:
-    from training.metrics import read_metrics
-    from training.plot import curve
+    from breakout_dqn.training.metrics import read_metrics
+    from breakout_dqn.training.plot import curve
 
     write_metrics(tmp_path / "fast", 100.0, [1, 3, 5, 7])
     write_metrics(tmp_path / "slow", 10.0, [0, 0, 2, 2])

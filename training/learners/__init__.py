@@ -10,8 +10,8 @@ from typing import Protocol
 import keras
 import numpy as np
 
-from training.config import TrainConfig
-from training.replay import Batch
+from breakout_dqn.training.config import TrainConfig
+from breakout_dqn.training.replay import Batch
 
 
 class CheckpointedLearner(Protocol):
@@ -68,7 +68,7 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
         learning_rate = keras.optimizers.schedules.PolynomialDecay(config.learning_rate, decay_updates, 0.0)
     clipnorm, global_clipnorm = config.clipnorm or None, config.global_clipnorm or None
     if config.optimizer == "radam":
-        from training.radam import RAdam
+        from breakout_dqn.training.radam import RAdam
 
         return RAdam(learning_rate=learning_rate, epsilon=config.adam_epsilon, clipnorm=clipnorm,
                      global_clipnorm=global_clipnorm)
@@ -81,11 +81,11 @@ def make_learner(config: TrainConfig, online: keras.Model, target: keras.Model) 
     backend = keras.backend.backend()
     optimizer = make_optimizer(config)
     if backend == "tensorflow":
-        from training.learners.tensorflow_learner import TensorFlowLearner
+        from breakout_dqn.training.learners.tensorflow_learner import TensorFlowLearner
 
         return TensorFlowLearner(config, online, target, optimizer)
     if backend == "jax":
-        from training.learners.jax_learner import JaxLearner
+        from breakout_dqn.training.learners.jax_learner import JaxLearner
 
         return JaxLearner(config, online, target, optimizer)
     raise RuntimeError(f"KERAS_BACKEND={backend!r} is not supported; use tensorflow or jax")
@@ -93,7 +93,7 @@ def make_learner(config: TrainConfig, online: keras.Model, target: keras.Model) 
 
 def build_learner(config: TrainConfig) -> CheckpointedLearner:
     """The networks as configured (architecture, precision), then the algorithm's learner."""
-    from training.model import build_q_network
+    from breakout_dqn.training.model import build_q_network
 
     def network(name: str) -> keras.Model:
         return build_q_network(dueling=config.dueling, name=name, precision=config.precision,
@@ -102,7 +102,7 @@ def build_learner(config: TrainConfig) -> CheckpointedLearner:
     if config.algorithm == "pqn":
         if keras.backend.backend() != "tensorflow":
             raise RuntimeError("--algorithm pqn runs on Keras' TensorFlow backend")
-        from training.learners.pqn_learner import PQNLearner
+        from breakout_dqn.training.learners.pqn_learner import PQNLearner
 
         return PQNLearner(config, network("online"), make_optimizer(config))
     learner = make_learner(config, network("online"), network("target"))

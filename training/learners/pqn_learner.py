@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from training.config import TrainConfig
-from training.learners.state import assign_arrays
-from training.losses import td_loss
-from training.model import float32_copy
+from breakout_dqn.training.config import TrainConfig
+from breakout_dqn.training.learners.state import assign_arrays
+from breakout_dqn.training.losses import td_loss
+from breakout_dqn.training.model import float32_copy
 
 
 class PQNLearner:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from training.config import TrainConfig
-from training.learners.state import learner_arrays, restore_learner_arrays
-from training.losses import td_loss, td_targets
-from training.model import float32_copy
-from training.replay import Batch
+from breakout_dqn.training.config import TrainConfig
+from breakout_dqn.training.learners.state import learner_arrays, restore_learner_arrays
+from breakout_dqn.training.losses import td_loss, td_targets
+from breakout_dqn.training.model import float32_copy
+from breakout_dqn.training.replay import Batch
 
 
 class TensorFlowLearner:

@@ -19,7 +19,7 @@ import os
 import sys
 
 from breakout_dqn.onnx_model import ModelLoadError, OnnxPolicy
-from serving.config import MODEL_ENV, default_model_path
+from breakout_dqn.serving.config import MODEL_ENV, default_model_path
 
 PIN_ENV = "BREAKOUT_DQN_MODEL_VERSION"
 PROG = "check_model_version"
