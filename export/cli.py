@@ -96,15 +96,11 @@ def run_metadata(model_path: Path) -> tuple[int | None, float | None, list[str]]
     (saved with model.keras, also on SIGTERM), else config.json's ``steps`` (the target, which a
     stopped run may not have reached). The score is used only from an eval.json no older than MODEL.
     """
-    from breakout_dqn.training.checkpoint import PATTERN, list_checkpoints
+    from breakout_dqn.training.run_directory import RunDirectory
 
-    folder, notes = model_path.parent, []
-    checkpoint_steps: int | None = None
-    checkpoints = list_checkpoints(folder / "checkpoints")
-    match = PATTERN.match(checkpoints[-1].name) if checkpoints else None
-    if match:
-        checkpoint_steps = int(match.group(1))
-    eval_path = folder / "eval.json"
+    run, notes = RunDirectory(model_path.parent), []
+    checkpoint_steps, newest = run.newest_checkpoint_step(), run.newest_checkpoint()
+    eval_path = run.eval
     if eval_path.is_file():
         if eval_path.stat().st_mtime + 1 < model_path.stat().st_mtime:
             notes.append(f"{eval_path} is older than the model: not used")
@@ -113,10 +109,10 @@ def run_metadata(model_path: Path) -> tuple[int | None, float | None, list[str]]
                 data = json.loads(eval_path.read_text())
                 steps, score, source = data.get("train_agent_steps"), data.get("mean"), str(eval_path)
                 if steps is None and checkpoint_steps is not None:  # e.g. `evaluate --json` of a stopped run
-                    steps, source = checkpoint_steps, str(checkpoints[-1])
+                    steps, source = checkpoint_steps, str(newest)
                 elif steps is None:
-                    steps = json.loads((folder / "config.json").read_text()).get("steps")
-                    source = f"{folder / 'config.json'} (the run's target)"
+                    steps = json.loads(run.config.read_text()).get("steps")
+                    source = f"{run.config} (the run's target)"
                 if isinstance(score, (int, float)) and math.isfinite(score) and isinstance(steps, int):
                     notes.append(f"eval score from {eval_path}, train steps from {source}")
                     return steps, float(score), notes
@@ -124,7 +120,7 @@ def run_metadata(model_path: Path) -> tuple[int | None, float | None, list[str]]
             except (OSError, ValueError, AttributeError) as error:
                 notes.append(f"{eval_path} unreadable ({one_line(error)}): not used")
     if checkpoint_steps is not None:
-        notes.append(f"train steps from {checkpoints[-1]}")
+        notes.append(f"train steps from {newest}")
         return checkpoint_steps, None, notes
     return None, None, notes
 

@@ -18,14 +18,16 @@ MODEL=${MODEL:-models/breakout-dqn.onnx}
 BIN=${BIN:-.venv/bin}
 export TF_CPP_MIN_LOG_LEVEL=2
 
-checkpoint=$(ls "$RUN"/checkpoints/checkpoint-*.npz 2>/dev/null | sort | tail -n 1 || true)
-[ -n "$checkpoint" ] || { echo "ship_reference: no checkpoint in $RUN/checkpoints" >&2; exit 2; }
+# The run directory's names and its newest checkpoint come from breakout_dqn.training.run_directory.
+layout=$("$BIN/python" -m breakout_dqn.training.run_directory newest-checkpoint "$RUN") \
+  || { echo "ship_reference: no checkpoint in $RUN" >&2; exit 2; }
+checkpoint=$(echo "$layout" | sed -n 1p)
+steps=$(echo "$layout" | sed -n 2p)
 [ -f "$RUN/model.keras" ] || { echo "ship_reference: no $RUN/model.keras" >&2; exit 2; }
 if [ "$checkpoint" -nt "$RUN/model.keras" ]; then
   echo "ship_reference: $checkpoint is newer than $RUN/model.keras (being saved?): try again" >&2
   exit 2
 fi
-steps=$(basename "$checkpoint" .npz | sed 's/^checkpoint-0*//')
 mkdir -p "$RESULTS"
 staged=$(mktemp -d)
 trap 'rm -rf "$staged"' EXIT

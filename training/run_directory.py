@@ -1,8 +1,8 @@
 """The run directory (``train --out``): its layout, preparing it, and what it holds.
 
 One owner for the file names that training, metrics, plot, export and ``scripts/ship_reference.sh``
-read. ``python -m breakout_dqn.training.run_directory newest-step RUN`` prints the newest checkpoint's step (for
-shell scripts).
+read. For shell scripts: ``python -m breakout_dqn.training.run_directory newest-step RUN`` prints the
+newest checkpoint's step; ``newest-checkpoint RUN`` prints its path, then its step.
 """
 
 from __future__ import annotations
@@ -110,14 +110,16 @@ class RunDirectory:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] != "newest-step":
-        print("usage: python -m breakout_dqn.training.run_directory newest-step RUN_DIR", file=sys.stderr)
+    if len(argv) != 2 or argv[0] not in ("newest-step", "newest-checkpoint"):
+        print("usage: python -m breakout_dqn.training.run_directory newest-step|newest-checkpoint RUN_DIR",
+              file=sys.stderr)
         return 2
-    step = RunDirectory(Path(argv[1])).newest_checkpoint_step()
+    run = RunDirectory(Path(argv[1]))
+    step, newest = run.newest_checkpoint_step(), run.newest_checkpoint()
     if step is None:
-        print(f"no checkpoint in {RunDirectory(Path(argv[1])).checkpoints}", file=sys.stderr)
+        print(f"no checkpoint in {run.checkpoints}", file=sys.stderr)
         return 1
-    print(step)
+    print(step if argv[0] == "newest-step" else f"{newest}\n{step}")
     return 0
 
 

@@ -42,6 +42,8 @@ def test_newest_checkpoint_step_and_its_command_line(tmp_path: Path, capsys: pyt
     capsys.readouterr()
     assert main(["newest-step", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == "1200"
+    assert main(["newest-checkpoint", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.split() == [str(run.checkpoints / "checkpoint-000000001200.npz"), "1200"]
     assert main(["oldest-step", str(tmp_path)]) == 2
 
 
