@@ -72,15 +72,17 @@ def run(session: RunSession) -> None:
         observations = games.reset(seed=config.seed + state.step)
         while session.running:
             start, clock = state.step, time.perf_counter()
-            greedy, _ = learner.act_with_values(contract.channels_last(observations))
+            stacks = contract.channels_last(observations)
+            greedy, _ = learner.act_with_values(stacks)  # with the network the last rollout trained
             for t in range(config.rollout_steps):
-                rollout.frames[t] = contract.channels_last(observations)
+                rollout.frames[t] = stacks
                 result = games.step(session.epsilon_greedy(greedy, epsilon_at(config, state.step)))
                 session.record(result, state.step)
                 rollout.actions[t], rollout.rewards[t] = result.actions, np.sign(result.rewards)
                 rollout.terminals[t], rollout.real[t] = result.terminal, result.real
                 observations, state.step = result.observations, state.step + config.num_envs
-                greedy, rollout.next_values[t] = learner.act_with_values(contract.channels_last(observations))
+                stacks = contract.channels_last(observations)
+                greedy, rollout.next_values[t] = learner.act_with_values(stacks)
             clock = _lap(seconds, "rollout", clock)
             targets = q_lambda_targets(rollout.rewards, rollout.terminals, rollout.next_values, config.gamma,
                                        config.q_lambda)
