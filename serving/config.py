@@ -24,7 +24,7 @@ MAX_BATCH = 64  # stacks per forward pass
 MAX_DELAY_MS = 2.0  # longest a batch waits for more requests (never at concurrency 1)
 INLINE_GAP_MS = 0.2  # idle time after a pass before a small request may run on the event loop
 MAX_CONCURRENT = 256  # GetAction calls + open StreamActions streams; RESOURCE_EXHAUSTED past it
-MAX_STACKS_PER_REQUEST = 256  # also sets the max message size
+MAX_STACKS_PER_REQUEST = 256  # also sets the max message size (at least one PlayGame frame)
 MESSAGE_OVERHEAD_BYTES = 1024  # protobuf framing allowed on top of the frame stacks
 GRACE_S = 10.0  # seconds in-flight calls get to finish on SIGTERM
 DRAIN_SETTLE_S = 0.25  # on SIGTERM, health goes NOT_SERVING at least this long before GOAWAY: clients that
@@ -83,10 +83,12 @@ def default_model_path() -> Path:
 
 
 def message_limit_bytes(max_stacks_per_request: int = MAX_STACKS_PER_REQUEST) -> int:
-    """The gRPC message size limit, in bytes, for requests of up to ``max_stacks_per_request`` stacks."""
-    from breakout_dqn.contract import STACK_BYTES  # not at import: the probe needs no numpy
+    """The gRPC message size limit, in bytes: requests of up to ``max_stacks_per_request`` stacks, and
+    always a PlayGame frame of 4 RGB screens (403,200 bytes)."""
+    from breakout_dqn import contract  # not at import: the probe needs no numpy
 
-    return max_stacks_per_request * STACK_BYTES + MESSAGE_OVERHEAD_BYTES
+    game_frame = contract.MAX_SCREENS_PER_FRAME * contract.SCREEN_RGB_BYTES
+    return max(max_stacks_per_request * contract.STACK_BYTES, game_frame) + MESSAGE_OVERHEAD_BYTES
 
 
 @dataclasses.dataclass
