@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 
 from breakout_dqn import atari, contract
+from breakout_dqn.serving.play_raw import bare_breakout
 
 
 @dataclasses.dataclass
@@ -23,17 +24,6 @@ class Step:
     gray: np.ndarray  # the same screens as ALE's grayscale [n,210,160] (getScreenGrayscale)
     lives: int
     game_over: bool
-
-
-def bare_breakout():  # -> ale_py.ALEInterface
-    import ale_py
-    from ale_py import roms
-
-    ale = ale_py.ALEInterface()
-    ale.setLoggerMode(ale_py.LoggerMode.Error)
-    ale.setFloat("repeat_action_probability", 0.0)
-    ale.loadROM(roms.get_rom_path(contract.GAME))
-    return ale
 
 
 class LockstepGame:
