@@ -127,3 +127,9 @@ def test_bad_frames_are_refused_before_any_work(message: agent_pb2.GameFrame, er
         session.accept(message)
     assert text in str(caught.value)
     assert not session.started and session.frames == 0
+
+
+def test_a_batch_is_resized_as_each_frame_alone() -> None:
+    shots = np.random.default_rng(2).integers(0, 256, size=(19, 210, 160), dtype=np.uint8)  # 2 chunks and a part
+    alone = np.stack([screens.resize(shot[None])[0] for shot in shots])
+    np.testing.assert_array_equal(screens.resize(shots), alone)
