@@ -156,19 +156,21 @@ def test_sessions_count_against_the_limit_and_the_clients_share(onnx_model_path:
         running.stop()
 
 
-def test_sessions_are_freed_when_they_idle_out_or_are_cancelled(onnx_model_path: Path,
+def test_sessions_are_freed_when_they_end_idle_out_or_are_cancelled(onnx_model_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     sessions = TrackedSessions(monkeypatch)
     running = ServerThread(config_for(onnx_model_path, stream_idle_timeout_s=0.5))
     servicer = running.server.servicer
     try:
         with AgentClient(running.target, timeout=10) as client:
-            idle, cancelled = client.game(), client.game()
-            idle.act(GRAY, new_game=True)
-            cancelled.act(GRAY, new_game=True)
-            assert servicer.games == 2 and sessions.alive() == 2
+            idle, cancelled, ended = client.game(), client.game(), client.game()
+            for session in (idle, cancelled, ended):
+                session.act(GRAY, new_game=True)
+            assert servicer.games == 3 and sessions.alive() == 3
+            ended.close()
             cancelled.cancel()
             wait_until(lambda: servicer.games == 1)
+            wait_until(lambda: sessions.alive() == 1)
             time.sleep(0.8)
             with pytest.raises(grpc.RpcError) as caught:
                 idle.act(GRAY)
