@@ -1,4 +1,4 @@
-"""GetAction latency and throughput on loopback: this server vs a naive Keras server.
+"""GetAction, StreamActions and PlayGame latency and throughput on loopback: this server vs a naive Keras server.
 
     python benchmarks/serve_latency.py [--onnx MODEL.onnx --keras MODEL.keras] [--duration 3]
 
@@ -14,7 +14,11 @@ process, which plays the clients:
 * actions/s (stacks answered per second) at concurrency 1, 8 and 64 with one stack per
   request, then at concurrency 64 with several stacks per request (a client that batches
   its games), from one grpc.aio client process;
-* actions/s of 64 StreamActions streams, one stack per message (64 game sessions).
+* actions/s of 64 StreamActions streams, one stack per message (64 game sessions);
+* the same for PlayGame (p50 at 1 session, actions/s at 64 sessions), each frame carrying raw
+  screens (``--game-screens``, default the 2 RGB screens ``play --raw`` sends), against
+  StreamActions: a session may cost more by what preprocessing costs alone (measured in this
+  process) plus what its larger messages cost gRPC (measured on the no-work server).
 
 Client and servers share this machine's cores. Without ``--onnx`` or ``--keras``, an untrained
 Q-network of the served architecture stands in for the missing one (weights do not change the
@@ -29,7 +33,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import queue
 import re
 import subprocess
 import sys
@@ -43,6 +46,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from serve_load import CHANNEL_OPTIONS, GameLoad, Row, payload, run_suite  # noqa: E402
+
 from breakout.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
 from breakout_dqn import contract  # noqa: E402
 from breakout_dqn.serving.client import AgentClient  # noqa: E402
@@ -50,21 +55,6 @@ from breakout_dqn.serving.client import AgentClient  # noqa: E402
 TARGET_P50_MS = 1.0
 TARGET_ACTIONS_PER_S = 5000.0
 TARGET_SPEEDUP = 20.0
-CHANNEL_OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
-
-
-@dataclasses.dataclass
-class Row:
-    server: str
-    rpc: str  # "unary" (GetAction) or "stream" (StreamActions)
-    concurrency: int
-    stacks_per_request: int
-    requests: int
-    actions_per_s: float
-    p50_ms: float
-    p99_ms: float
-    server_cpu_us_per_action: float = float("nan")
-    client_cpu_us_per_action: float = float("nan")
 
 
 # ----------------------------------------------------------------------------- naive baseline server
@@ -108,6 +98,10 @@ def ceiling_server(port: int) -> int:
             async for request in request_iterator:
                 stacks = len(contract.frames_from_bytes(request.frames))
                 yield agent_pb2.GetActionResponse(actions=[0] * stacks, model_version="no-work")
+
+        async def PlayGame(self, request_iterator, context):  # noqa: N802
+            async for _frame in request_iterator:
+                yield agent_pb2.GameAction(action=0, model_version="no-work")
 
     async def run() -> None:
         server = grpc.aio.server(options=CHANNEL_OPTIONS)
@@ -188,117 +182,46 @@ def wait_ready(target: str, timeout: float = 120.0) -> None:
                 time.sleep(0.2)
 
 
-# ----------------------------------------------------------------------------- load generation
-def percentiles(latencies: list[float]) -> tuple[float, float]:
-    p50, p99 = np.percentile(np.asarray(latencies) * 1e3, [50, 99]) if latencies else (float("nan"),) * 2
-    return float(p50), float(p99)
+def preprocessing_alone(game: GameLoad, seconds: float = 1.0) -> dict:
+    """What PlayGame adds per frame without gRPC: the checks and the stack building (batch 1 and 64)."""
+    from breakout_dqn.serving.game import GameSession, build_stacks
 
-
-def payload(stacks: int) -> bytes:
-    rng = np.random.default_rng(stacks)
-    return rng.integers(0, 256, size=(stacks, *contract.STACK_SHAPE), dtype=np.uint8).tobytes()
-
-
-def measure_sync(server: str, target: str, duration: float, rpc: str = "unary") -> Row:
-    """Concurrency 1 with a synchronous client: what a game loop sees. GetAction calls, or
-    requests on one StreamActions stream fed the way ``breakout_dqn.serving.client.ActionStream`` feeds it."""
-    request = agent_pb2.GetActionRequest(frames=payload(1))
-    with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
-        stub = agent_pb2_grpc.AgentServiceStub(channel)
-        if rpc == "stream":
-            requests: queue.SimpleQueue = queue.SimpleQueue()
-            responses = stub.StreamActions(iter(requests.get, None), timeout=600)
-
-            def call() -> None:
-                requests.put(request)
-                next(responses)
-        else:
-
-            def call() -> None:
-                stub.GetAction(request, timeout=60)
-
-        warmup_end = time.perf_counter() + min(1.0, duration / 4)
-        while time.perf_counter() < warmup_end:
-            call()
-        latencies: list[float] = []
-        start = time.perf_counter()
-        end = start + duration
+    figures = {}
+    first, later = game.frames()
+    for batch in (1, 64):
+        sessions = [GameSession() for _ in range(batch)]
+        build_stacks([session.accept(first)[0] for session in sessions])
+        frames, cpu = 0, time.process_time()
+        end = time.perf_counter() + seconds
         while time.perf_counter() < end:
-            sent = time.perf_counter()
-            call()
-            latencies.append(time.perf_counter() - sent)
-        elapsed = time.perf_counter() - start
-        if rpc == "stream":
-            requests.put(None)
-            for _ in responses:
-                pass
-    return Row(server, rpc, 1, 1, len(latencies), len(latencies) / elapsed, *percentiles(latencies))
+            build_stacks([session.accept(later)[0] for session in sessions])
+            frames += batch
+        figures[f"batch_{batch}"] = {"cpu_us_per_frame": (time.process_time() - cpu) / frames * 1e6}
+        print(f"preprocessing alone (no gRPC), {game.describe()}, batch {batch:>2}: "
+              f"{figures[f'batch_{batch}']['cpu_us_per_frame']:6.0f} us CPU per frame", flush=True)
+    return figures
 
 
-async def measure_async(
-    server: str, target: str, concurrency: int, stacks: int, duration: float, rpc: str = "unary"
-) -> Row:
-    """``concurrency`` callers on one grpc.aio channel, each sending ``stacks`` stacks per request
-    (GetAction), or each with its own StreamActions stream sending request after request."""
-    request = agent_pb2.GetActionRequest(frames=payload(stacks))
-    latencies: list[float] = []
-    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
-        stub = agent_pb2_grpc.AgentServiceStub(channel)
-        measuring = False
-        stop_at = time.perf_counter() + min(1.0, duration / 4)
-
-        async def caller() -> None:
-            stream = stub.StreamActions(timeout=600) if rpc == "stream" else None
-            while time.perf_counter() < stop_at:
-                sent = time.perf_counter()
-                if stream is None:
-                    response = await stub.GetAction(request, timeout=60)
-                else:
-                    await stream.write(request)
-                    response = await stream.read()
-                if measuring:
-                    latencies.append(time.perf_counter() - sent)
-                assert len(response.actions) == stacks
-            if stream is not None:
-                await stream.done_writing()
-                assert await stream.read() == grpc.aio.EOF
-
-        await asyncio.gather(*(caller() for _ in range(concurrency)))  # warm-up
-        measuring = True
-        start = time.perf_counter()
-        stop_at = start + duration
-        await asyncio.gather(*(caller() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    return Row(server, rpc, concurrency, stacks, len(latencies), len(latencies) * stacks / elapsed,
-               *percentiles(latencies))
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def run_suite(server: str, target: str, pid: int, duration: float, plans: list[tuple[str, int, int]]) -> list[Row]:
-    """The rows ``(rpc, concurrency, stacks per request)`` for one server; CPU per action covers
-    warm-up too (an upper bound)."""
-    rows = []
-    for rpc, concurrency, stacks in plans:
-        server_cpu, client_cpu = process_cpu_s(pid), time.process_time()
-        if concurrency == 1:
-            row = measure_sync(server, target, duration, rpc)
-        else:
-            row = asyncio.run(measure_async(server, target, concurrency, stacks, duration, rpc))
-        actions = row.actions_per_s * duration * (1 + min(1.0, duration / 4) / duration)  # incl. warm-up
-        row.server_cpu_us_per_action = (process_cpu_s(pid) - server_cpu) / actions * 1e6
-        row.client_cpu_us_per_action = (time.process_time() - client_cpu) / actions * 1e6
-        print(f"  {row.server:<7} {row.rpc:<6} c={row.concurrency:<3} stacks/request={row.stacks_per_request:<3} "
-              f"{row.actions_per_s:9.0f} actions/s  p50 {row.p50_ms:8.2f} ms  p99 {row.p99_ms:8.2f} ms  "
-              f"CPU/action: server {row.server_cpu_us_per_action:6.0f} us, "
-              f"client {row.client_cpu_us_per_action:4.0f} us"
-              f"  ({row.requests} requests)", flush=True)
-        rows.append(row)
-    return rows
+def game_checks(ours: list[Row], ceiling: list[Row], preprocessing: dict, many: int) -> dict[str, tuple[bool, str]]:
+    """PlayGame against StreamActions: slower by at most preprocessing + the larger messages' gRPC cost."""
+    by = {(r.server, r.rpc, r.concurrency): r for r in ours + ceiling}
+    checks = {}
+    one, extra = by[("ours", "game", 1)], by[("no-work", "game", 1)].p50_ms - by[("no-work", "stream", 1)].p50_ms
+    allowed = by[("ours", "stream", 1)].p50_ms + preprocessing["batch_1"]["cpu_us_per_frame"] / 1e3 + extra
+    checks["PlayGame p50 at 1 session <= StreamActions p50 + preprocessing + gRPC's extra for the screens"] = (
+        one.p50_ms <= allowed * 1.1, f"{one.p50_ms:.2f} ms (bound {allowed:.2f} ms; StreamActions "
+        f"{by[('ours', 'stream', 1)].p50_ms:.2f} ms, screens' extra on the no-work server {extra:.2f} ms)")
+    games, streams = by[("ours", "game", many)], by[("ours", "stream", many)]
+    no_work = by[("no-work", "game", many)], by[("no-work", "stream", many)]
+    transport = no_work[0].server_cpu_us_per_action - no_work[1].server_cpu_us_per_action
+    added = games.server_cpu_us_per_action - streams.server_cpu_us_per_action
+    allowed_us = preprocessing["batch_64"]["cpu_us_per_frame"] + transport
+    checks[f"{many} PlayGame sessions cost the server at most preprocessing + gRPC's extra more CPU per action "
+           f"than {many} StreamActions streams"] = (
+        added <= allowed_us * 1.1, f"+{added:.0f} us per action (bound {allowed_us:.0f}: preprocessing "
+        f"{preprocessing['batch_64']['cpu_us_per_frame']:.0f} + gRPC {transport:.0f}); {games.actions_per_s:.0f} "
+        f"actions/s vs {streams.actions_per_s:.0f}")
+    return checks
 
 
 def onnxruntime_alone(onnx_path: Path, seconds: float = 1.0) -> dict:
@@ -330,8 +253,9 @@ def onnxruntime_alone(onnx_path: Path, seconds: float = 1.0) -> dict:
 
 
 # ----------------------------------------------------------------------------- report
-def report(ours: list[Row], naive: list[Row], ceiling: list[Row], model_cpu_us: float) -> dict:
+def report(ours: list[Row], naive: list[Row], ceiling: list[Row], model_cpu_us: float, preprocessing: dict) -> dict:
     key = lambda r: (r.rpc, r.concurrency, r.stacks_per_request)  # noqa: E731
+    many = max(r.concurrency for r in ours if r.rpc == "stream")  # 64 unless --concurrency said otherwise
     naive_by, ceiling_by = {key(r): r for r in naive}, {key(r): r for r in ceiling}
     print("\nloopback; actions/s = stacks answered per second (client and servers share the cores);")
     print("no-work = the same RPC on a server that does nothing (gRPC's own cost in Python)")
@@ -361,16 +285,16 @@ def report(ours: list[Row], naive: list[Row], ceiling: list[Row], model_cpu_us: 
     # CPU (at its most efficient, batch 32) plus what gRPC costs the no-work server and the client.
     bounds = {}
     for rpc in ("unary", "stream"):
-        top = ceiling_by.get((rpc, 64, 1))
+        top = ceiling_by.get((rpc, many, 1))
         if top is not None:
             per_action = model_cpu_us + top.server_cpu_us_per_action + top.client_cpu_us_per_action
             bounds[rpc] = (os.cpu_count() or 1) * 1e6 / per_action
-            print(f"bound for {rpc} at concurrency 64, 1 stack/request: {bounds[rpc]:.0f} actions/s = "
+            print(f"bound for {rpc} at concurrency {many}, 1 stack/request: {bounds[rpc]:.0f} actions/s = "
                   f"{os.cpu_count()} cores / ({model_cpu_us:.0f} us model + {top.server_cpu_us_per_action:.0f} us "
                   f"gRPC server + {top.client_cpu_us_per_action:.0f} us client CPU per action); ours reaches "
-                  f"{ours_at(rpc, 64).actions_per_s / bounds[rpc]:.0%} of it")
+                  f"{ours_at(rpc, many).actions_per_s / bounds[rpc]:.0%} of it")
 
-    best_unary = max((r for r in ours if r.rpc == "unary" and r.concurrency == 64), key=lambda r: r.actions_per_s)
+    best_unary = max((r for r in ours if r.rpc == "unary" and r.concurrency == many), key=lambda r: r.actions_per_s)
     # The issue's comparison: one stack per request at concurrency 1, 8 and 64. (Rows with many stacks
     # per request let even model.predict amortize its overhead; they are printed above for reference.)
     speedups = [r.actions_per_s / naive_by[key(r)].actions_per_s
@@ -381,12 +305,13 @@ def report(ours: list[Row], naive: list[Row], ceiling: list[Row], model_cpu_us: 
         checks[f"{name} p50 at concurrency 1 <= {TARGET_P50_MS} ms"] = (
             c1.p50_ms <= TARGET_P50_MS, f"{c1.p50_ms:.2f} ms{ceiling_note(rpc, 1)}")
     for rpc, name in (("unary", "GetAction"), ("stream", "StreamActions")):
-        c64 = ours_at(rpc, 64)
-        checks[f"{name} >= {TARGET_ACTIONS_PER_S:.0f} actions/s at concurrency 64, 1 stack/request"] = (
-            c64.actions_per_s >= TARGET_ACTIONS_PER_S, f"{c64.actions_per_s:.0f}{ceiling_note(rpc, 64)}")
-    checks[f"GetAction >= {TARGET_ACTIONS_PER_S:.0f} actions/s at concurrency 64, best stacks/request"] = (
+        loaded = ours_at(rpc, many)
+        checks[f"{name} >= {TARGET_ACTIONS_PER_S:.0f} actions/s at concurrency {many}, 1 stack/request"] = (
+            loaded.actions_per_s >= TARGET_ACTIONS_PER_S, f"{loaded.actions_per_s:.0f}{ceiling_note(rpc, many)}")
+    checks[f"GetAction >= {TARGET_ACTIONS_PER_S:.0f} actions/s at concurrency {many}, best stacks/request"] = (
         best_unary.actions_per_s >= TARGET_ACTIONS_PER_S,
         f"{best_unary.actions_per_s:.0f} with {best_unary.stacks_per_request} stacks/request")
+    checks.update(game_checks(ours, ceiling, preprocessing, many))
     if speedups:
         checks[f">= {TARGET_SPEEDUP:.0f}x the naive server's throughput (GetAction, concurrency 1, 8, 64; "
                "1 stack/request)"] = (min(speedups) >= TARGET_SPEEDUP,
@@ -414,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-stacks", type=int, nargs="*", default=[4, 16, 32],
                         help="stacks per request for the extra concurrency-64 rows")
     parser.add_argument("--serve-args", default="", help="extra flags for `breakout-dqn serve`")
+    parser.add_argument("--game-screens", type=int, default=2, choices=range(1, 5),
+                        help="raw screens per PlayGame frame (play --raw sends the 2 the server uses)")
+    parser.add_argument("--game-format", choices=("rgb", "grayscale"), default="rgb",
+                        help="the PlayGame screens' format")
+    parser.add_argument("--concurrency", type=int, default=64, help="callers for the concurrent rows")
     parser.add_argument("--skip-naive", action="store_true", help="measure this server (and the no-work one) only")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--naive-server", type=Path, metavar="MODEL.keras", help=argparse.SUPPRESS)
@@ -425,8 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.ceiling_server:
         return ceiling_server(args.port)
 
-    unary = [("unary", 1, 1), ("unary", 8, 1), ("unary", 64, 1), *(("unary", 64, s) for s in args.batch_stacks)]
-    stream = [("stream", 1, 1), ("stream", 64, 1)]
+    many = args.concurrency
+    unary = [("unary", 1, 1), ("unary", 8, 1), ("unary", many, 1), *(("unary", many, s) for s in args.batch_stacks)]
+    stream = [("stream", 1, 1), ("stream", many, 1), ("game", 1, 1), ("game", many, 1)]
+    game = GameLoad(args.game_screens, args.game_format == "rgb")
     with tempfile.TemporaryDirectory() as tmp:
         if args.onnx is None or (args.keras is None and not args.skip_naive):
             print("building an untrained Q-network (.keras + .onnx) for what was not given ...", flush=True)
@@ -435,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f} (other work on the machine "
               "competes for the same cores)", flush=True)
         model_alone = onnxruntime_alone(args.onnx)
+        preprocessing = preprocessing_alone(game)
 
         serve = [sys.executable, "-m", "breakout_dqn.cli", "serve", "--model", str(args.onnx), "--port", "0",
                  *args.serve_args.split()]
@@ -442,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         process, target = start_server(serve, Path(tmp) / "serve.log")
         try:
             AgentClient(target).wait_until_serving(60)
-            ours = run_suite("ours", target, process.pid, args.duration, unary + stream)
+            ours = run_suite("ours", target, process.pid, args.duration, unary + stream, game)
         finally:
             stop_server(process, Path(tmp) / "serve.log")
 
@@ -451,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wait_ready(target)
             ceiling = run_suite("no-work", target, process.pid, args.duration,
-                                [("unary", 1, 1), ("unary", 64, 1), *stream])
+                                [("unary", 1, 1), ("unary", many, 1), *stream], game)
         finally:
             stop_server(process, Path(tmp) / "no-work.log")
 
@@ -465,8 +398,9 @@ def main(argv: list[str] | None = None) -> int:
                 naive = run_suite("naive", target, process.pid, args.duration, unary)
             finally:
                 stop_server(process, Path(tmp) / "naive.log")
-    figures = report(ours, naive, ceiling, model_alone["batch_32"]["cpu_us_per_stack"])
+    figures = report(ours, naive, ceiling, model_alone["batch_32"]["cpu_us_per_stack"], preprocessing)
     figures["onnxruntime_alone"] = model_alone
+    figures["preprocessing_alone"] = {"load": game.describe(), **preprocessing}
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

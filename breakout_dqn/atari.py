@@ -4,7 +4,9 @@ Everything here uses ale-py's native vector environment (C++ threads), which imp
 DeepMind preprocessing itself: no-op starts, action repeat 4 with a max over the last two
 frames, 84x84 grayscale, a stack of 4 (zeros before the first frame), FIRE at reset. Training,
 evaluation, ``verify`` and the gRPC ``play`` client all build their games here, so the frames
-a served model sees are the frames it was trained on. No TensorFlow is imported.
+a served model sees are the frames it was trained on (``play --raw`` plays a bare emulator instead
+and leaves the frames to the server's PlayGame, tested bit for bit against this env). No
+TensorFlow is imported.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Model input ``frames``: uint8 ``[N, 84, 84, 4]``, channels last, the 4 most recent
 preprocessed frames oldest first. Each frame is the max of the last two raw frames of a
 4-frame action repeat, converted to grayscale and resized to 84x84 (ALE's native vector
-environment does exactly this). Scaling to [0, 1] happens inside the model.
+environment does exactly this: each 210x160 screen in ALE's grayscale, then the pixel-wise max
+of the two, then OpenCV's INTER_AREA resize; ``breakout_dqn.serving.screens`` does the same in
+numpy, bit for bit). Scaling to [0, 1] happens inside the model.
 
 Model output ``q_values``: float32 ``[N, 4]`` in ALE's minimal action order for Breakout.
 """
@@ -20,6 +22,12 @@ STACK_SIZE = 4
 FRAME_SKIP = 4
 STACK_SHAPE = (FRAME_HEIGHT, FRAME_WIDTH, STACK_SIZE)
 STACK_BYTES = FRAME_HEIGHT * FRAME_WIDTH * STACK_SIZE  # 28,224 bytes per stack
+# The raw screens PlayGame takes: ALE's native 210x160, as RGB [210,160,3] or grayscale [210,160] uint8.
+SCREEN_HEIGHT = 210
+SCREEN_WIDTH = 160
+SCREEN_RGB_BYTES = SCREEN_HEIGHT * SCREEN_WIDTH * 3  # 100,800 bytes
+SCREEN_GRAYSCALE_BYTES = SCREEN_HEIGHT * SCREEN_WIDTH  # 33,600 bytes
+MAX_SCREENS_PER_FRAME = FRAME_SKIP  # the screens of one action repeat
 INPUT_DTYPE = np.uint8
 OUTPUT_DTYPE = np.float32
 ACTION_MEANINGS = ("NOOP", "FIRE", "RIGHT", "LEFT")

@@ -2,7 +2,8 @@
 # Build and run both container targets without a Docker engine or a registry:
 # podman + runc, a Debian bookworm base made with debootstrap from this machine's apt mirror,
 # then: train a few hundred steps in the `train` image into a mounted directory, export it
-# (parity gate included), serve it from the slim `serve` image, and play a game through gRPC;
+# (parity gate included), serve it from the slim `serve` image, and play a game through gRPC
+# (GetAction, then PlayGame on raw screens);
 # every container with a read-only root filesystem and a writable /tmp, as in deploy/k8s.
 #
 #   sudo bash scripts/container-smoke.sh [--keep]     (needs root for podman/debootstrap)
@@ -100,4 +101,6 @@ if ! podman healthcheck run breakout-dqn-smoke 2>/dev/null; then echo "image HEA
 echo "image HEALTHCHECK: healthy"
 step "play: one game through gRPC from the train image"
 run localhost/breakout-dqn:smoke play --server "127.0.0.1:$PORT" --episodes 1
+step "play --raw: one game through PlayGame (raw screens; the serve image preprocesses)"
+run localhost/breakout-dqn:smoke play --server "127.0.0.1:$PORT" --episodes 1 --raw
 step "done: container smoke passed"

@@ -18,6 +18,10 @@ the batcher idle in turn. Two guards keep loaded servers batching: the gap (thos
 arrive right after a pass, a sequential caller's next one does not), and one yield to the
 loop before deciding, so that requests that arrived together see each other and all queue.
 Cancelled requests (client gone, deadline expired) are dropped before the forward pass.
+
+A request may also be a job (``submit_job``: one PlayGame frame) whose stack the batcher builds
+with ``prepare`` right before the forward pass, in the same thread (or inline, for the sequential
+caller): the jobs of one batch are prepared together, off the event loop, with no extra hand-off.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +41,8 @@ INLINE_MAX_STACKS = 4
 
 InferFn = Callable[[np.ndarray], np.ndarray]
 """uint8 ``[N,84,84,4]`` -> float32 Q-values ``[N,4]``."""
+PrepareFn = Callable[[list[Any]], np.ndarray]
+"""Jobs -> their uint8 stacks ``[len(jobs),84,84,4]`` (one each), in order."""
 
 
 class BatcherClosed(RuntimeError):
@@ -64,7 +71,9 @@ class BatchStats:
 
 @dataclasses.dataclass
 class _Pending:
-    frames: np.ndarray
+    frames: np.ndarray | None  # None: a job, whose one stack ``prepare`` builds
+    job: Any
+    stacks: int
     future: asyncio.Future[np.ndarray]
     deadline: float | None  # loop.time() seconds
 
@@ -74,13 +83,14 @@ class Batcher:
 
     A request larger than ``max_batch`` runs alone. ``max_queue_stacks`` bounds the stacks
     waiting (``QueueFull`` past it). ``inline_gap_s=None`` turns the event-loop fast path off.
-    Create and use it on one event loop.
+    ``prepare`` builds the stacks of ``submit_job`` jobs. Create and use it on one event loop.
     """
 
     def __init__(
         self,
         infer: InferFn,
         *,
+        prepare: PrepareFn | None = None,
         max_batch: int = MAX_BATCH,
         max_delay_s: float = MAX_DELAY_MS / 1000,
         max_queue_stacks: int = 8192,
@@ -91,6 +101,7 @@ class Batcher:
         if max_delay_s < 0:
             raise ValueError("max_delay_s must be >= 0")
         self.infer = infer
+        self.prepare = prepare
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self.max_queue_stacks = max_queue_stacks
@@ -122,12 +133,21 @@ class Batcher:
 
     async def submit(self, frames: np.ndarray, deadline: float | None = None) -> np.ndarray:
         """Q-values ``[N,4]`` for ``frames`` ``[N,84,84,4]`` once its batch has run."""
+        return await self._submit(frames, None, len(frames), deadline)
+
+    async def submit_job(self, job: Any, deadline: float | None = None) -> np.ndarray:
+        """Q-values ``[1,4]`` for the one stack ``prepare([..., job, ...])`` builds before the forward pass."""
+        if self.prepare is None:
+            raise RuntimeError("this batcher has no prepare function for jobs")
+        return await self._submit(None, job, 1, deadline)
+
+    async def _submit(self, frames: np.ndarray | None, job: Any, stacks: int, deadline: float | None) -> np.ndarray:
         if self._closed:
             raise BatcherClosed("the server is shutting down")
-        if self._queued_stacks + len(frames) > self.max_queue_stacks:
+        if self._queued_stacks + stacks > self.max_queue_stacks:
             raise QueueFull(f"{self._queued_stacks} stacks are already queued (limit {self.max_queue_stacks})")
         loop = asyncio.get_running_loop()
-        if self._may_run_inline(frames, loop):
+        if self._may_run_inline(stacks, loop):
             # Let every request that has already arrived reach this point before deciding: one
             # that came with us (they arrive together after a pass that blocked the loop) makes
             # us all take the queue, where they batch.
@@ -136,10 +156,10 @@ class Batcher:
                 await asyncio.sleep(0)
             finally:
                 self._candidates -= 1
-            if not self._candidates and self._may_run_inline(frames, loop):
-                return self._forward_inline(frames, loop)
-        pending = _Pending(frames, loop.create_future(), deadline)
-        self._queued_stacks += len(frames)
+            if not self._candidates and self._may_run_inline(stacks, loop):
+                return self._forward_inline(_Pending(frames, job, stacks, loop.create_future(), deadline), loop)
+        pending = _Pending(frames, job, stacks, loop.create_future(), deadline)
+        self._queued_stacks += stacks
         self._queue.put_nowait(pending)
         self._arrived.set()
         return await pending.future
@@ -160,25 +180,41 @@ class Batcher:
             if stopping:
                 return
 
-    def _may_run_inline(self, frames: np.ndarray, loop: asyncio.AbstractEventLoop) -> bool:
+    def _may_run_inline(self, stacks: int, loop: asyncio.AbstractEventLoop) -> bool:
         return (
             self.inline_gap_s is not None
             and not self._busy
             and self._queue.empty()
-            and len(frames) <= INLINE_MAX_STACKS
+            and stacks <= INLINE_MAX_STACKS
             and loop.time() - self._last_done >= self.inline_gap_s
         )
 
-    def _forward_inline(self, frames: np.ndarray, loop: asyncio.AbstractEventLoop) -> np.ndarray:
+    def _forward_inline(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> np.ndarray:
         """The sequential caller's pass, on the event loop (see the module docstring)."""
         try:
-            q_values = self.infer(frames)
+            q_values = self._compute([pending])
         finally:
             self._last_done = loop.time()
-        self._last_batch_stacks = len(frames)
+        self._last_batch_stacks = pending.stacks
         self.stats.inline += 1
-        self._count(1, len(frames))
+        self._count(1, pending.stacks)
         return q_values
+
+    def _compute(self, batch: list[_Pending]) -> np.ndarray:
+        """The batch's Q-values: its jobs' stacks built first (one ``prepare`` call), then one forward pass."""
+        jobs = [pending.job for pending in batch if pending.frames is None]
+        built = self.prepare(jobs) if jobs and self.prepare is not None else None
+        if built is not None and len(jobs) == len(batch):
+            return self.infer(built)
+        pieces, used = [], 0
+        for pending in batch:
+            if pending.frames is None:
+                assert built is not None
+                pieces.append(built[used:used + 1])
+                used += 1
+            else:
+                pieces.append(pending.frames)
+        return self.infer(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
 
     def _count(self, requests: int, stacks: int) -> None:
         self.stats.batches += 1
@@ -192,7 +228,7 @@ class Batcher:
         Sequential callers never wait (their last batch was one request), and neither does a
         batch that already holds every caller of a closed loop.
         """
-        batch, stacks = [first], len(first.frames)
+        batch, stacks = [first], first.stacks
         self._queued_stacks -= stacks
         wanted = min(self.max_batch, self._last_batch_stacks)
         deadline = loop.time() + self.max_delay_s
@@ -210,12 +246,12 @@ class Batcher:
             item = self._queue.get_nowait()
             if item is None:
                 return batch, True
-            if stacks + len(item.frames) > self.max_batch:
+            if stacks + item.stacks > self.max_batch:
                 self._requeue_front(item)
                 break
             batch.append(item)
-            stacks += len(item.frames)
-            self._queued_stacks -= len(item.frames)
+            stacks += item.stacks
+            self._queued_stacks -= item.stacks
         self._last_batch_stacks = stacks
         return batch, False
 
@@ -240,18 +276,17 @@ class Batcher:
                 live.append(pending)
         if not live:
             return
-        frames = live[0].frames if len(live) == 1 else np.concatenate([p.frames for p in live])
         try:
-            q_values = await loop.run_in_executor(self._executor, self.infer, frames)
+            q_values = await loop.run_in_executor(self._executor, self._compute, live)
         except Exception as error:  # one bad batch must not kill the worker
             for pending in live:
                 if not pending.future.done():
                     pending.future.set_exception(error)
             return
-        self._count(len(live), len(frames))
+        self._count(len(live), len(q_values))
         start = 0
         for pending in live:
-            end = start + len(pending.frames)
+            end = start + pending.stacks
             if not pending.future.done():
                 pending.future.set_result(q_values[start:end])
             start = end

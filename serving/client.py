@@ -7,6 +7,9 @@
         info = agent.model_info()                    # GetModelInfoResponse
         with agent.stream() as session:              # StreamActions: one stream for a game
             action = session.get_action(frames)      # same calls, several times cheaper per action
+        with agent.game() as game:                   # PlayGame: raw screens in, the action to press out
+            action = game.act(screens, lives=5, new_game=True)   # uint8 [n,210,160,3] RGB or [n,210,160] gray
+            action = game.act(screens, lives=5)      # the screens rendered while pressing the last action
 
     AgentClient("dns:///breakout-dqn-serve-headless:50051", lb_policy="round_robin")  # every replica
     AgentClient("server:50051", security=ClientSecurity(tls=True, ca=ca_pem, token=token))
@@ -21,17 +24,19 @@ never retries the caller's own cancel): both are pure functions of the request, 
 do harm. With ``round_robin`` the channel also watches each address's health service and sends
 calls only to those SERVING, so a draining replica (NOT_SERVING) stops getting calls at once. A
 StreamActions session that ends the same way (a drain, the server's maximum connection age) is
-reopened and its request sent again. The client pings a quiet connection like the server does,
+reopened and its request sent again; a PlayGame session also sends its last 4 frames again first,
+so the new stream rebuilds the game's frame stack. The client pings a quiet connection like the server does,
 so a stream on a server that vanished fails instead of waiting forever.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import queue
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -153,6 +158,10 @@ class AgentClient(_ActionCalls):
         """A StreamActions session (``timeout``: seconds for the whole session, default none)."""
         return ActionStream(self._stub, timeout, self._metadata)
 
+    def game(self, timeout: float | None = None) -> GameStream:
+        """A PlayGame session on raw screens (``timeout``: seconds for the whole session, default none)."""
+        return GameStream(self._stub, timeout, self._metadata)
+
     def model_info(self) -> agent_pb2.GetModelInfoResponse:
         """The served model's contract: action meanings, preprocessing, serve policy, metadata."""
         return self._stub.GetModelInfo(agent_pb2.GetModelInfoRequest(), timeout=self.timeout, metadata=self._metadata)
@@ -187,22 +196,25 @@ class AgentClient(_ActionCalls):
         self.close()
 
 
-class ActionStream(_ActionCalls):
-    """A StreamActions session: ``get_action`` / ``get_q_values`` send a request and wait for its answer.
+StreamT = TypeVar("StreamT", bound="_Stream")
+
+
+class _Stream:
+    """One bidirectional stream fed in lockstep (a request, then its answer), reopened when the server ends it.
 
     When the stream ends with UNAVAILABLE or CANCELLED from the server (it drains, stops, or closes
-    an old connection), the session opens a new stream and sends the request again, up to
-    RETRY_ATTEMPTS times with backoff (``reopened`` counts them). Any other failure ends the session with the server's
-    status as ``grpc.RpcError`` (DEADLINE_EXCEEDED when the stream sat idle past the server's
-    ``--stream-idle-timeout``); open a new one to go on. ``timeout`` covers the whole session.
-    Not thread-safe: one caller at a time, like a game loop.
+    an old connection), ``_exchange`` opens a new stream, lets the subclass restore its state
+    (``_replay``) and sends the request again, up to RETRY_ATTEMPTS times with backoff (``reopened``
+    counts them). Any other failure ends the session with the server's status as ``grpc.RpcError``
+    (DEADLINE_EXCEEDED when the stream sat idle past the server's ``--stream-idle-timeout``); open a
+    new one to go on. ``timeout`` covers the whole session. Not thread-safe: one caller at a time,
+    like a game loop.
     """
 
     _END = object()
 
-    def __init__(self, stub: agent_pb2_grpc.AgentServiceStub, timeout: float | None,
-                 metadata: tuple[tuple[str, str], ...] | None = None):
-        self._stub = stub
+    def __init__(self, method: Any, timeout: float | None, metadata: tuple[tuple[str, str], ...] | None = None):
+        self._method = method  # a stream-stream stub method
         self._metadata = metadata
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self.reopened = 0
@@ -212,14 +224,19 @@ class ActionStream(_ActionCalls):
     def _open(self) -> None:
         self._requests: queue.SimpleQueue[object] = queue.SimpleQueue()
         timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
-        self._responses: Iterator[agent_pb2.GetActionResponse] = self._stub.StreamActions(
+        self._responses: Iterator[Any] = self._method(
             iter(self._requests.get, self._END), timeout=timeout, metadata=self._metadata
         )
 
-    def _send(self, request: agent_pb2.GetActionRequest) -> agent_pb2.GetActionResponse:
+    def _replay(self) -> None:
+        """Bring a reopened stream back to where the old one was (nothing to do for stateless streams)."""
+
+    def _exchange(self, request: Any) -> Any:
         for attempt in range(1, RETRY_ATTEMPTS + 1):
-            self._requests.put(request)
             try:
+                if attempt > 1:
+                    self._replay()
+                self._requests.put(request)
                 return next(self._responses)
             except StopIteration:
                 raise RuntimeError("the server closed the stream without an answer") from None
@@ -243,7 +260,7 @@ class ActionStream(_ActionCalls):
         self._cancelled = True
         self._responses.cancel()  # type: ignore[attr-defined]
 
-    def __enter__(self) -> ActionStream:
+    def __enter__(self: StreamT) -> StreamT:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
@@ -251,3 +268,84 @@ class ActionStream(_ActionCalls):
             self.close()
         else:
             self.cancel()
+
+
+class ActionStream(_ActionCalls, _Stream):
+    """A StreamActions session: ``get_action`` / ``get_q_values`` send a request and wait for its answer.
+
+    Reopened (and the request sent again) when the server ends it with UNAVAILABLE or CANCELLED.
+    """
+
+    def __init__(self, stub: agent_pb2_grpc.AgentServiceStub, timeout: float | None,
+                 metadata: tuple[tuple[str, str], ...] | None = None):
+        _Stream.__init__(self, stub.StreamActions, timeout, metadata)
+
+    def _send(self, request: agent_pb2.GetActionRequest) -> agent_pb2.GetActionResponse:
+        return self._exchange(request)
+
+
+REPLAY_FRAMES = contract.STACK_SIZE  # answered frames a reopened PlayGame stream is sent again
+
+
+def game_frame(screens: np.ndarray, lives: int | None = None, new_game: bool = False) -> agent_pb2.GameFrame:
+    """A GameFrame of uint8 screens, RGB ``[n,210,160,3]`` or grayscale ``[n,210,160]`` (or one ``[210,160,...]``)."""
+    screens = np.asarray(screens)
+    screen = (contract.SCREEN_HEIGHT, contract.SCREEN_WIDTH)
+    if screens.dtype != np.uint8:
+        raise contract.ContractError(f"screens must be uint8, got {screens.dtype}")
+    if screens.shape[-3:] == (*screen, 3) and screens.ndim in (3, 4):
+        screen_format = agent_pb2.SCREEN_FORMAT_RGB
+    elif screens.shape[-2:] == screen and screens.ndim in (2, 3):
+        screen_format = agent_pb2.SCREEN_FORMAT_GRAYSCALE
+    else:
+        raise contract.ContractError(
+            f"screens must be RGB [n,210,160,3] or grayscale [n,210,160] (n = 1 to 4), got {list(screens.shape)}")
+    frame = agent_pb2.GameFrame(screens=np.ascontiguousarray(screens).tobytes(), format=screen_format,
+                                new_game=new_game)
+    if lives is not None:
+        frame.lives = lives
+    return frame
+
+
+class GameStream(_Stream):
+    """A PlayGame session on raw screens: ``act`` sends what the game rendered, returns the action to press.
+
+    The server preprocesses the screens and applies the serve policy (FIRE on a new game and, when
+    ``lives`` is sent, after a lost life): press the action it answers for the next 4 frames. When
+    the server ends the stream with UNAVAILABLE or CANCELLED, the session reopens it and sends the
+    last REPLAY_FRAMES answered frames again (the first as a new game: its own stack is discarded,
+    the next ones rebuild the one the model saw), then the frame in progress: the game goes on
+    with the stacks it would have had.
+    """
+
+    def __init__(self, stub: agent_pb2_grpc.AgentServiceStub, timeout: float | None,
+                 metadata: tuple[tuple[str, str], ...] | None = None):
+        self._history: collections.deque[agent_pb2.GameFrame] = collections.deque(maxlen=REPLAY_FRAMES)
+        self.model_version = ""
+        _Stream.__init__(self, stub.PlayGame, timeout, metadata)
+
+    def step(self, screens: np.ndarray, *, lives: int | None = None, new_game: bool = False,
+             return_q_values: bool = False, return_stack: bool = False) -> agent_pb2.GameAction:
+        """Send one frame (the screens rendered since the last answer, oldest first); the full GameAction."""
+        frame = game_frame(screens, lives, new_game)
+        request = agent_pb2.GameFrame()
+        request.CopyFrom(frame)
+        request.return_q_values, request.return_stack = return_q_values, return_stack
+        response = self._exchange(request)
+        if new_game:
+            self._history.clear()
+        self._history.append(frame)
+        self.model_version = response.model_version
+        return response
+
+    def act(self, screens: np.ndarray, *, lives: int | None = None, new_game: bool = False) -> int:
+        """The action to press for the next 4 frames (``step``'s action)."""
+        return int(self.step(screens, lives=lives, new_game=new_game).action)
+
+    def _replay(self) -> None:
+        for index, frame in enumerate(self._history):
+            if index == 0 and not frame.new_game:
+                frame = agent_pb2.GameFrame(screens=frame.screens, format=frame.format, new_game=True,
+                                            lives=frame.lives if frame.HasField("lives") else None)
+            self._requests.put(frame)
+            next(self._responses)

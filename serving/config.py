@@ -23,8 +23,8 @@ DEFAULT_MODEL = Path("models") / "breakout-dqn.onnx"  # in the repository root
 MAX_BATCH = 64  # stacks per forward pass
 MAX_DELAY_MS = 2.0  # longest a batch waits for more requests (never at concurrency 1)
 INLINE_GAP_MS = 0.2  # idle time after a pass before a small request may run on the event loop
-MAX_CONCURRENT = 256  # GetAction calls + open StreamActions streams; RESOURCE_EXHAUSTED past it
-MAX_STACKS_PER_REQUEST = 256  # also sets the max message size
+MAX_CONCURRENT = 256  # GetAction calls + open StreamActions and PlayGame streams; RESOURCE_EXHAUSTED past it
+MAX_STACKS_PER_REQUEST = 256  # also sets the max message size (at least one PlayGame frame)
 MESSAGE_OVERHEAD_BYTES = 1024  # protobuf framing allowed on top of the frame stacks
 GRACE_S = 10.0  # seconds in-flight calls get to finish on SIGTERM
 DRAIN_SETTLE_S = 0.25  # on SIGTERM, health goes NOT_SERVING at least this long before GOAWAY: clients that
@@ -33,7 +33,7 @@ CLOSE_GRACE_S = 1.0  # then, with GOAWAY sent: calls being refused finish before
 #                      streams) is cut
 
 # Misbehaving and vanished clients (README, "Protecting the server").
-STREAM_IDLE_TIMEOUT_S = 60.0  # a StreamActions stream with no request this long ends (DEADLINE_EXCEEDED); 0: off
+STREAM_IDLE_TIMEOUT_S = 60.0  # a stream (StreamActions, PlayGame) with no message this long ends; 0: off
 KEEPALIVE_TIME_S = 30.0  # both sides ping a quiet connection this often (server: also without calls)...
 KEEPALIVE_TIMEOUT_S = 10.0  # ...and close it if the ping is not answered in time: a vanished peer goes within 40 s
 MIN_PING_INTERVAL_S = 10.0  # enforcement: a client that pings more often than this (without data) gets strikes,
@@ -51,7 +51,7 @@ AUTH_METADATA_KEY = "authorization"  # the client sends `authorization: Bearer <
 AUTH_EXEMPT_SERVICES = ("grpc.health.v1.Health",)  # probes (Docker, the kubelet) carry no token
 
 # The client's own resilience: GetAction/GetModelInfo retried (both are pure functions of the request, so a
-# retry is safe) and a StreamActions session reopened, with exponential backoff, when they end with one of:
+# retry is safe) and a StreamActions or PlayGame session reopened, with exponential backoff, when they end with one of:
 RETRY_CODES = ("UNAVAILABLE", "CANCELLED")  # a draining or unreachable server; a call a stopping server had
 #                                            received but not started (gRPC never retries the caller's own cancel)
 LB_POLICIES = ("pick_first", "round_robin")  # gRPC's load-balancing policies a client may ask for
@@ -83,10 +83,12 @@ def default_model_path() -> Path:
 
 
 def message_limit_bytes(max_stacks_per_request: int = MAX_STACKS_PER_REQUEST) -> int:
-    """The gRPC message size limit, in bytes, for requests of up to ``max_stacks_per_request`` stacks."""
-    from breakout_dqn.contract import STACK_BYTES  # not at import: the probe needs no numpy
+    """The gRPC message size limit, in bytes: requests of up to ``max_stacks_per_request`` stacks, and
+    always a PlayGame frame of 4 RGB screens (403,200 bytes)."""
+    from breakout_dqn import contract  # not at import: the probe needs no numpy
 
-    return max_stacks_per_request * STACK_BYTES + MESSAGE_OVERHEAD_BYTES
+    game_frame = contract.MAX_SCREENS_PER_FRAME * contract.SCREEN_RGB_BYTES
+    return max(max_stacks_per_request * contract.STACK_BYTES, game_frame) + MESSAGE_OVERHEAD_BYTES
 
 
 @dataclasses.dataclass

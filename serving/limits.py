@@ -3,7 +3,7 @@
 ``ClientShares`` counts the calls and streams each client holds, so that one client (a
 connection, or with ``--client-key address`` an IP address) cannot take more than
 ``--client-share`` of ``--max-concurrent``: while it floods, the others are still admitted.
-``StreamWatch`` ends a StreamActions stream that sent no request for ``--stream-idle-timeout``
+``StreamWatch`` ends a StreamActions or PlayGame stream that sent no message for ``--stream-idle-timeout``
 seconds (or, when the server drains, one that is waiting for its next request), by cancelling its
 handler, which then answers with the status the watch names. Per request, a watch costs one clock
 read; its timer re-arms itself only once per timeout period.

@@ -6,6 +6,9 @@ on); each agent step sends the frame stacks of all games in one GetAction reques
 serves the ball itself the way training did (FIRE at reset and after every lost life: the
 ``fire-after-life-loss`` serve policy the model's metadata declares), so a greedy agent that
 never learned to press FIRE does not stall. Prints the score of each game as it ends.
+
+With ``--raw`` the client does none of that: it plays through PlayGame, sending the raw screens
+the emulator renders, and the server builds the stacks and presses FIRE (``serving/play_raw.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -29,6 +33,7 @@ from breakout_dqn.serving.config import (
     LB_POLICY,
     SERVING_WAIT_S,
 )
+from breakout_dqn.serving.play_raw import play_raw_games
 from breakout_dqn.serving.security import SecurityConfigError, add_client_flags, client_security_from_args
 
 PROG = "breakout-dqn play"
@@ -77,14 +82,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed for the no-op starts")
     parser.add_argument("--max-frames", type=int, default=atari.NATURE_MAX_FRAMES, help="frame cap per game")
     parser.add_argument("--video", type=Path, default=None, help="record the first game (.mp4 or .gif)")
-    parser.add_argument("--stream", action="store_true",
-                        help="ask for actions on one StreamActions stream instead of a GetAction call per step")
+    rpc = parser.add_mutually_exclusive_group()
+    rpc.add_argument("--stream", action="store_true",
+                     help="ask for actions on one StreamActions stream instead of a GetAction call per step")
+    rpc.add_argument("--raw", action="store_true",
+                     help="play through PlayGame: send only the raw screens the emulator renders (no local "
+                     "preprocessing, no local FIRE); the server builds the stacks and serves the ball")
     parser.add_argument("--timeout", type=float, default=CALL_TIMEOUT_S,
                         help="seconds per GetAction call (with --stream the stream has no deadline)")
     parser.add_argument("--wait", type=float, default=SERVING_WAIT_S,
                         help="seconds to wait for the server to be SERVING")
     add_client_flags(parser)
     return parser
+
+
+def play_games_through(client: AgentClient, args: argparse.Namespace,
+                       on_game: Callable[[atari.GameResult], None]) -> tuple[list[atari.GameResult], list[float]]:
+    """The games ``args`` ask for, every action from the server; the games and each call's latency (s)."""
+    if args.raw:
+        return play_raw_games(client, args.episodes, seed=args.seed, num_envs=args.num_envs,
+                              max_frames_per_episode=args.max_frames, video_path=args.video, on_game=on_game)
+    session = client.stream() if args.stream else None
+    agent = ServerAgent(session or client)
+    try:
+        results = atari.play_games(agent, args.episodes, seed=args.seed, num_envs=args.num_envs,
+                                   max_frames_per_episode=args.max_frames, video_path=args.video, on_game=on_game)
+    except BaseException:
+        if session is not None:
+            session.cancel()
+        raise
+    if session is not None:
+        session.close()  # half-close: the server ends the stream
+    return results, agent.latencies
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,12 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             detail = f"{error.code().name}: {error.details()}" if isinstance(error, grpc.RpcError) else str(error)
             print(f"{PROG}: error: {args.server}: {detail}", file=sys.stderr)
             return 1 if not isinstance(error, ValueError) else 2
+        fire = "the server presses" if args.raw else "this client presses"
         print(f"server {args.server}: model {info.model_version}, actions {','.join(info.action_meanings)}, "
-              f"serve policy {info.serve_policy} (this client presses FIRE at reset and after every lost life)",
-              flush=True)
-        session = client.stream() if args.stream else None
-        agent = ServerAgent(session or client)
-        rpc = "StreamActions requests" if args.stream else "GetAction calls"
+              f"serve policy {info.serve_policy} ({fire} FIRE at reset and after every lost life)", flush=True)
         count = 0
 
         def on_game(result: atari.GameResult) -> None:
@@ -125,24 +151,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"game {count}: score {result.score:.0f} in {result.steps} steps, {result.frames} frames{note}",
                   flush=True)
 
+        method = "PlayGame" if args.raw else "StreamActions" if args.stream else "GetAction"
         try:
-            results = atari.play_games(agent, args.episodes, seed=args.seed, num_envs=args.num_envs,
-                                       max_frames_per_episode=args.max_frames, video_path=args.video,
-                                       on_game=on_game)
-            if session is not None:
-                session.close()  # half-close: the server ends the stream
+            results, latencies = play_games_through(client, args, on_game)
         except (grpc.RpcError, RuntimeError) as error:
-            if session is not None:
-                session.cancel()
-            method = "StreamActions" if args.stream else "GetAction"
             detail = f"{error.code().name}: {error.details()}" if isinstance(error, grpc.RpcError) else str(error)
             print(f"{PROG}: error: {method} failed: {detail}", file=sys.stderr)
             return 1
     summary = atari.summarize(results)
-    latencies = np.asarray(agent.latencies) * 1e3
+    latencies_ms = np.asarray(latencies) * 1e3
+    rpc = {"PlayGame": "PlayGame frames", "StreamActions": "StreamActions requests"}.get(method, "GetAction calls")
     print(f"{summary['episodes']} games: mean score {summary['mean']:.1f} (min {summary['min']:.0f}, "
-          f"max {summary['max']:.0f}); {len(latencies)} {rpc}, "
-          f"p50 {np.percentile(latencies, 50):.2f} ms, p99 {np.percentile(latencies, 99):.2f} ms")
+          f"max {summary['max']:.0f}); {len(latencies_ms)} {rpc}, "
+          f"p50 {np.percentile(latencies_ms, 50):.2f} ms, p99 {np.percentile(latencies_ms, 99):.2f} ms")
     if args.video is not None:
         print(f"video: {args.video}")
     return 0

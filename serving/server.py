@@ -188,7 +188,7 @@ class AgentServer:
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, refuse new calls, finish in-flight ones (up to ``grace_s``), close.
 
-        StreamActions streams waiting for their next request end at once (UNAVAILABLE); a stream
+        StreamActions and PlayGame streams waiting for their next message end at once (UNAVAILABLE); a stream
         whose request arrives while the server drains gets UNAVAILABLE after its answer. Once the
         requests being answered are done, the server sends GOAWAY (no new calls), gives the calls
         that had already arrived CLOSE_GRACE_S to be refused, and cuts what is left (health Watch
@@ -296,7 +296,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "last forward pass runs on the event loop, skipping two thread hand-offs (the "
                         "sequential game client's fast path); negative turns it off (default %(default)s)")
     parser.add_argument("--max-concurrent", type=int, default=MAX_CONCURRENT,
-                        help="GetAction calls plus open StreamActions streams before RESOURCE_EXHAUSTED "
+                        help="GetAction calls plus open StreamActions and PlayGame streams before RESOURCE_EXHAUSTED "
                         "(default %(default)s)")
     parser.add_argument("--max-stacks-per-request", type=int, default=MAX_STACKS_PER_REQUEST,
                         help="also sets the max message size (default %(default)s)")
@@ -319,7 +319,7 @@ def add_protection_flags(parser: argparse.ArgumentParser) -> None:
                        help="one client is one connection, or one IP address (every client behind a proxy "
                        "or NAT shares one) (default %(default)s)")
     group.add_argument("--stream-idle-timeout", type=float, default=STREAM_IDLE_TIMEOUT_S,
-                       help="seconds a StreamActions stream may go without a request before it ends with "
+                       help="seconds a StreamActions or PlayGame stream may go without a message before it ends with "
                        "DEADLINE_EXCEEDED; 0: never (default %(default)s)")
     group.add_argument("--keepalive-time", type=float, default=KEEPALIVE_TIME_S,
                        help="seconds of quiet before the server pings a connection (default %(default)s)")

@@ -1,21 +1,25 @@
 """The ``breakout.v1.AgentService`` servicer (grpc.aio): requests -> batcher -> responses.
 
 GetAction answers one request per call; StreamActions answers each request of a long-lived
-stream in order (the same batcher, so stream messages and unary calls batch together).
+stream in order; PlayGame answers each GameFrame of a game session in order, its stacks built
+from raw screens by ``serving/game.py`` (the same batcher for all three, so they batch together).
 Admission (``_admit``): at most ``max_concurrent`` calls and open streams in all, and at most a
 share of them per client (``serving/limits.py``); a stream idle past ``stream_idle_timeout_s`` ends.
 
 Every failure becomes a gRPC status in one place, ``_status_for``:
-INVALID_ARGUMENT (malformed frames), RESOURCE_EXHAUSTED (too many requests in flight, past
-the client's share, too many stacks), UNAVAILABLE (model loading, server draining), DEADLINE_EXCEEDED (deadline
-passed before the forward pass), INTERNAL (anything else; the server keeps serving).
+INVALID_ARGUMENT (malformed frames or screens), FAILED_PRECONDITION (a game frame before its session
+started), RESOURCE_EXHAUSTED (too many requests in flight, past the client's share, too many
+stacks), UNAVAILABLE (model loading, server draining), DEADLINE_EXCEEDED (deadline passed before
+the forward pass), INTERNAL (anything else; the server keeps serving).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol
 
 import grpc
@@ -34,6 +38,7 @@ from breakout_dqn.serving.config import (
     MAX_STACKS_PER_REQUEST,
     STREAM_IDLE_TIMEOUT_S,
 )
+from breakout_dqn.serving.game import GameNotStarted, GameSession, build_stacks
 from breakout_dqn.serving.limits import ClientShares, StreamWatch
 
 log = logging.getLogger("breakout_dqn.serve")
@@ -61,7 +66,7 @@ class TooManyRequests(RuntimeError):
 
 @dataclasses.dataclass
 class ServiceLimits:
-    max_concurrent: int = MAX_CONCURRENT  # GetAction calls + open StreamActions streams; RESOURCE_EXHAUSTED past it
+    max_concurrent: int = MAX_CONCURRENT  # GetAction calls + open streams (PlayGame too); RESOURCE_EXHAUSTED past it
     max_stacks_per_request: int = MAX_STACKS_PER_REQUEST  # also sets the server's max message size
     client_share: float = CLIENT_SHARE  # of max_concurrent, per client
     client_key: str = CLIENT_KEY  # "connection" or "address"
@@ -72,6 +77,8 @@ def _status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The one mapping from exceptions to gRPC status codes."""
     if isinstance(error, contract.ContractError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    if isinstance(error, GameNotStarted):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(error)
     if isinstance(error, TooManyRequests | QueueFull):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
     if isinstance(error, Unavailable | BatcherClosed):
@@ -102,7 +109,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.version = ""
         self.in_flight = 0  # GetAction calls and stream messages being answered (what a drain waits for)
         self.unary = 0  # GetAction calls in flight
-        self.streams = 0  # open StreamActions streams
+        self.streams = 0  # open StreamActions and PlayGame streams
+        self.games = 0  # open PlayGame streams (game sessions)
         self.rejected = 0  # RESOURCE_EXHAUSTED answers
         self.shares = ClientShares(self.limits.max_concurrent, self.limits.client_share, self.limits.client_key)
         self.watches: set[StreamWatch] = set()  # one per open stream
@@ -115,6 +123,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self._info = model_info(policy, self.limits.max_stacks_per_request)
         self.batcher = Batcher(
             policy.q_values,
+            prepare=build_stacks,
             max_batch=self.max_batch,
             max_delay_s=self.max_delay_s,
             max_queue_stacks=self.limits.max_concurrent * self.limits.max_stacks_per_request,
@@ -151,15 +160,38 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.unary += 1
         self.in_flight += 1
         try:
-            return await self._answer(request, context)
+            return await self._answer(self._get_action(request, context), context)
         finally:
             self.in_flight -= 1
             self.unary -= 1
             self.shares.give_back(client)
 
     async def StreamActions(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def answer(request: agent_pb2.GetActionRequest, index: int) -> agent_pb2.GetActionResponse:
+            return await self._answer(self._get_action(request, context), context, f"request {index} of the stream: ")
+
+        async with contextlib.aclosing(self._stream(request_iterator, context, answer)) as responses:
+            async for response in responses:
+                yield response
+
+    async def PlayGame(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        session = GameSession()  # freed with this handler: when the stream ends, idles out or is cancelled
+
+        async def answer(frame: agent_pb2.GameFrame, index: int) -> agent_pb2.GameAction:
+            return await self._answer(self._play(session, frame, context), context, f"frame {index} of the game: ")
+
+        async with contextlib.aclosing(self._stream(request_iterator, context, answer, game=True)) as actions:
+            async for action in actions:
+                yield action
+
+    async def _stream(
+        self, request_iterator: Any, context: grpc.aio.ServicerContext,
+        answer: Callable[[Any, int], Awaitable[Any]], game: bool = False,
+    ) -> AsyncGenerator[Any, None]:
+        """Answer a stream's messages in order: one slot for the whole stream, an idle timer, drain handling."""
         client = await self._admit(context)
         self.streams += 1
+        self.games += game
         watch = StreamWatch(self.limits.stream_idle_timeout_s)
         self.watches.add(watch)
         try:
@@ -168,7 +200,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 watch.busy = True
                 self.in_flight += 1
                 try:
-                    response = await self._answer(request, context, f"request {index} of the stream: ")
+                    response = await answer(request, index)
                 finally:
                     self.in_flight -= 1
                     watch.answered()
@@ -189,6 +221,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             watch.close()
             self.watches.discard(watch)
             self.streams -= 1
+            self.games -= game
             self.shares.give_back(client)
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> str:
@@ -210,12 +243,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
         return client
 
-    async def _answer(
-        self, request: agent_pb2.GetActionRequest, context: grpc.aio.ServicerContext, where: str = ""
-    ) -> agent_pb2.GetActionResponse:
-        """The response, or the call aborted with the status ``_status_for`` gives the failure."""
+    async def _answer(self, work: Awaitable[Any], context: grpc.aio.ServicerContext, where: str = "") -> Any:
+        """``work``'s response, or the call aborted with the status ``_status_for`` gives the failure."""
         try:
-            return await self._get_action(request, context)
+            return await work
         except asyncio.CancelledError:
             raise  # the client went away or its deadline expired: grpc has already answered
         except Exception as error:
@@ -223,34 +254,53 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 self.rejected += 1
             elif code == grpc.StatusCode.INTERNAL:
-                log.exception("GetAction failed")
+                log.exception("request failed")
             await context.abort(code, where + message)
             raise  # unreachable: abort raises
 
-    async def _get_action(
-        self, request: agent_pb2.GetActionRequest, context: grpc.aio.ServicerContext
-    ) -> agent_pb2.GetActionResponse:
+    def _ready(self, context: grpc.aio.ServicerContext) -> tuple[Batcher, float | None]:
+        """The batcher and the call's deadline (loop time), or Unavailable / DeadlineExpired."""
         if self.draining:
             raise Unavailable("the server is draining; retry on another replica")
         if self.batcher is None or self.policy is None:
             raise Unavailable("the model is still loading; wait for the health service to report SERVING")
+        remaining = context.time_remaining()
+        if remaining is None:
+            return self.batcher, None
+        if remaining <= 0:
+            raise DeadlineExpired("the deadline had expired when the request arrived")
+        return self.batcher, asyncio.get_running_loop().time() + remaining
+
+    async def _get_action(
+        self, request: agent_pb2.GetActionRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.GetActionResponse:
+        batcher, deadline = self._ready(context)
         frames = contract.frames_from_bytes(request.frames)
         if len(frames) > self.limits.max_stacks_per_request:
             raise TooManyRequests(
                 f"{len(frames)} stacks in one request; this server takes at most {self.limits.max_stacks_per_request}"
             )
-        remaining = context.time_remaining()
-        deadline = None
-        if remaining is not None:
-            if remaining <= 0:
-                raise DeadlineExpired("the deadline had expired when the request arrived")
-            deadline = asyncio.get_running_loop().time() + remaining
-        q_values = await self.batcher.submit(frames, deadline)
+        q_values = await batcher.submit(frames, deadline)
         response = agent_pb2.GetActionResponse(
             actions=np.argmax(q_values, axis=1).tolist(), model_version=self.version
         )
         if request.return_q_values:
             response.q_values.extend(q_values.ravel().tolist())
+        return response
+
+    async def _play(
+        self, session: GameSession, frame: agent_pb2.GameFrame, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.GameAction:
+        """One game frame: checked and the serve policy decided here, its stack built next to the forward pass."""
+        batcher, deadline = self._ready(context)
+        job, fire = session.accept(frame)
+        q_values = (await batcher.submit_job(job, deadline))[0]
+        action = contract.FIRE_ACTION if fire else int(np.argmax(q_values))
+        response = agent_pb2.GameAction(action=action, serve_policy=fire, model_version=self.version)
+        if frame.return_q_values:
+            response.q_values.extend(q_values.tolist())
+        if frame.return_stack:
+            response.stack = session.stack.tobytes()
         return response
 
     async def GetModelInfo(self, request: agent_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> Any:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62reakout/v1/agent.proto\x12\x0b\x62reakout.v1\";\n\x10GetActionRequest\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x0c\x12\x17\n\x0freturn_q_values\x18\x02 \x01(\x08\"M\n\x11GetActionResponse\x12\x0f\n\x07\x61\x63tions\x18\x01 \x03(\x05\x12\x10\n\x08q_values\x18\x02 \x03(\x02\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\x15\n\x13GetModelInfoRequest\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x87\x03\n\x14GetModelInfoResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x17\n\x0f\x61\x63tion_meanings\x18\x02 \x03(\t\x12\x15\n\rpreprocessing\x18\x03 \x01(\t\x12\x14\n\x0cserve_policy\x18\x04 \x01(\t\x12\x18\n\x10\x63ontract_version\x18\x05 \x01(\t\x12&\n\x05input\x18\x06 \x01(\x0b\x32\x17.breakout.v1.TensorSpec\x12\'\n\x06output\x18\x07 \x01(\x0b\x32\x17.breakout.v1.TensorSpec\x12\x13\n\x0bstack_bytes\x18\x08 \x01(\x05\x12\x1e\n\x16max_stacks_per_request\x18\t \x01(\x05\x12\x41\n\x08metadata\x18\n \x03(\x0b\x32/.breakout.v1.GetModelInfoResponse.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x83\x02\n\x0c\x41gentService\x12J\n\tGetAction\x12\x1d.breakout.v1.GetActionRequest\x1a\x1e.breakout.v1.GetActionResponse\x12R\n\rStreamActions\x12\x1d.breakout.v1.GetActionRequest\x1a\x1e.breakout.v1.GetActionResponse(\x01\x30\x01\x12S\n\x0cGetModelInfo\x12 .breakout.v1.GetModelInfoRequest\x1a!.breakout.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62reakout/v1/agent.proto\x12\x0b\x62reakout.v1\"\xa6\x01\n\tGameFrame\x12\x0f\n\x07screens\x18\x01 \x01(\x0c\x12)\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x19.breakout.v1.ScreenFormat\x12\x12\n\x05lives\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08new_game\x18\x04 \x01(\x08\x12\x17\n\x0freturn_q_values\x18\x05 \x01(\x08\x12\x14\n\x0creturn_stack\x18\x06 \x01(\x08\x42\x08\n\x06_lives\"j\n\nGameAction\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\x05\x12\x14\n\x0cserve_policy\x18\x02 \x01(\x08\x12\x10\n\x08q_values\x18\x03 \x03(\x02\x12\r\n\x05stack\x18\x04 \x01(\x0c\x12\x15\n\rmodel_version\x18\x05 \x01(\t\";\n\x10GetActionRequest\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x0c\x12\x17\n\x0freturn_q_values\x18\x02 \x01(\x08\"M\n\x11GetActionResponse\x12\x0f\n\x07\x61\x63tions\x18\x01 \x03(\x05\x12\x10\n\x08q_values\x18\x02 \x03(\x02\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\x15\n\x13GetModelInfoRequest\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x87\x03\n\x14GetModelInfoResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x17\n\x0f\x61\x63tion_meanings\x18\x02 \x03(\t\x12\x15\n\rpreprocessing\x18\x03 \x01(\t\x12\x14\n\x0cserve_policy\x18\x04 \x01(\t\x12\x18\n\x10\x63ontract_version\x18\x05 \x01(\t\x12&\n\x05input\x18\x06 \x01(\x0b\x32\x17.breakout.v1.TensorSpec\x12\'\n\x06output\x18\x07 \x01(\x0b\x32\x17.breakout.v1.TensorSpec\x12\x13\n\x0bstack_bytes\x18\x08 \x01(\x05\x12\x1e\n\x16max_stacks_per_request\x18\t \x01(\x05\x12\x41\n\x08metadata\x18\n \x03(\x0b\x32/.breakout.v1.GetModelInfoResponse.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*a\n\x0cScreenFormat\x12\x1d\n\x19SCREEN_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11SCREEN_FORMAT_RGB\x10\x01\x12\x1b\n\x17SCREEN_FORMAT_GRAYSCALE\x10\x02\x32\xc4\x02\n\x0c\x41gentService\x12J\n\tGetAction\x12\x1d.breakout.v1.GetActionRequest\x1a\x1e.breakout.v1.GetActionResponse\x12R\n\rStreamActions\x12\x1d.breakout.v1.GetActionRequest\x1a\x1e.breakout.v1.GetActionResponse(\x01\x30\x01\x12?\n\x08PlayGame\x12\x16.breakout.v1.GameFrame\x1a\x17.breakout.v1.GameAction(\x01\x30\x01\x12S\n\x0cGetModelInfo\x12 .breakout.v1.GetModelInfoRequest\x1a!.breakout.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,18 +33,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETMODELINFORESPONSE_METADATAENTRY']._loaded_options = None
   _globals['_GETMODELINFORESPONSE_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_GETACTIONREQUEST']._serialized_start=40
-  _globals['_GETACTIONREQUEST']._serialized_end=99
-  _globals['_GETACTIONRESPONSE']._serialized_start=101
-  _globals['_GETACTIONRESPONSE']._serialized_end=178
-  _globals['_GETMODELINFOREQUEST']._serialized_start=180
-  _globals['_GETMODELINFOREQUEST']._serialized_end=201
-  _globals['_TENSORSPEC']._serialized_start=203
-  _globals['_TENSORSPEC']._serialized_end=259
-  _globals['_GETMODELINFORESPONSE']._serialized_start=262
-  _globals['_GETMODELINFORESPONSE']._serialized_end=653
-  _globals['_GETMODELINFORESPONSE_METADATAENTRY']._serialized_start=606
-  _globals['_GETMODELINFORESPONSE_METADATAENTRY']._serialized_end=653
-  _globals['_AGENTSERVICE']._serialized_start=656
-  _globals['_AGENTSERVICE']._serialized_end=915
+  _globals['_SCREENFORMAT']._serialized_start=932
+  _globals['_SCREENFORMAT']._serialized_end=1029
+  _globals['_GAMEFRAME']._serialized_start=41
+  _globals['_GAMEFRAME']._serialized_end=207
+  _globals['_GAMEACTION']._serialized_start=209
+  _globals['_GAMEACTION']._serialized_end=315
+  _globals['_GETACTIONREQUEST']._serialized_start=317
+  _globals['_GETACTIONREQUEST']._serialized_end=376
+  _globals['_GETACTIONRESPONSE']._serialized_start=378
+  _globals['_GETACTIONRESPONSE']._serialized_end=455
+  _globals['_GETMODELINFOREQUEST']._serialized_start=457
+  _globals['_GETMODELINFOREQUEST']._serialized_end=478
+  _globals['_TENSORSPEC']._serialized_start=480
+  _globals['_TENSORSPEC']._serialized_end=536
+  _globals['_GETMODELINFORESPONSE']._serialized_start=539
+  _globals['_GETMODELINFORESPONSE']._serialized_end=930
+  _globals['_GETMODELINFORESPONSE_METADATAENTRY']._serialized_start=883
+  _globals['_GETMODELINFORESPONSE_METADATAENTRY']._serialized_end=930
+  _globals['_AGENTSERVICE']._serialized_start=1032
+  _globals['_AGENTSERVICE']._serialized_end=1356
 # @@protoc_insertion_point(module_scope)

@@ -1,10 +1,50 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ScreenFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCREEN_FORMAT_UNSPECIFIED: _ClassVar[ScreenFormat]
+    SCREEN_FORMAT_RGB: _ClassVar[ScreenFormat]
+    SCREEN_FORMAT_GRAYSCALE: _ClassVar[ScreenFormat]
+SCREEN_FORMAT_UNSPECIFIED: ScreenFormat
+SCREEN_FORMAT_RGB: ScreenFormat
+SCREEN_FORMAT_GRAYSCALE: ScreenFormat
+
+class GameFrame(_message.Message):
+    __slots__ = ("screens", "format", "lives", "new_game", "return_q_values", "return_stack")
+    SCREENS_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    LIVES_FIELD_NUMBER: _ClassVar[int]
+    NEW_GAME_FIELD_NUMBER: _ClassVar[int]
+    RETURN_Q_VALUES_FIELD_NUMBER: _ClassVar[int]
+    RETURN_STACK_FIELD_NUMBER: _ClassVar[int]
+    screens: bytes
+    format: ScreenFormat
+    lives: int
+    new_game: bool
+    return_q_values: bool
+    return_stack: bool
+    def __init__(self, screens: _Optional[bytes] = ..., format: _Optional[_Union[ScreenFormat, str]] = ..., lives: _Optional[int] = ..., new_game: _Optional[bool] = ..., return_q_values: _Optional[bool] = ..., return_stack: _Optional[bool] = ...) -> None: ...
+
+class GameAction(_message.Message):
+    __slots__ = ("action", "serve_policy", "q_values", "stack", "model_version")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SERVE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    Q_VALUES_FIELD_NUMBER: _ClassVar[int]
+    STACK_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    action: int
+    serve_policy: bool
+    q_values: _containers.RepeatedScalarFieldContainer[float]
+    stack: bytes
+    model_version: str
+    def __init__(self, action: _Optional[int] = ..., serve_policy: _Optional[bool] = ..., q_values: _Optional[_Iterable[float]] = ..., stack: _Optional[bytes] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class GetActionRequest(_message.Message):
     __slots__ = ("frames", "return_q_values")

@@ -45,6 +45,11 @@ class AgentServiceStub:
                 request_serializer=breakout_dot_v1_dot_agent__pb2.GetActionRequest.SerializeToString,
                 response_deserializer=breakout_dot_v1_dot_agent__pb2.GetActionResponse.FromString,
                 _registered_method=True)
+        self.PlayGame = channel.stream_stream(
+                '/breakout.v1.AgentService/PlayGame',
+                request_serializer=breakout_dot_v1_dot_agent__pb2.GameFrame.SerializeToString,
+                response_deserializer=breakout_dot_v1_dot_agent__pb2.GameAction.FromString,
+                _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/breakout.v1.AgentService/GetModelInfo',
                 request_serializer=breakout_dot_v1_dot_agent__pb2.GetModelInfoRequest.SerializeToString,
@@ -74,6 +79,22 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PlayGame(self, request_iterator, context):
+        """A game session on raw screens: one stream is one session; send one GameFrame per agent step
+        (the screens the game rendered since the last answer), get one GameAction back, in order. The
+        server builds the model's frame stacks from the screens exactly as training did (ale-py's
+        vector env: ALE grayscale, max over the last two screens, 84x84 INTER_AREA resize, a stack of
+        4 with zeros before a game's first frame) and applies the serve policy (FIRE on a game's first
+        frame and after a lost life). The first frame must have new_game set. The stream counts as one
+        call against the server's concurrency limit and the client's share, ends with
+        DEADLINE_EXCEEDED after the server's stream idle timeout without a frame, and with UNAVAILABLE
+        when the server drains: reopen it and replay the last 5 frames (the first with new_game) to
+        rebuild the session's stack; the client library does this.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetModelInfo(self, request, context):
         """The served model's contract and metadata.
         """
@@ -93,6 +114,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.StreamActions,
                     request_deserializer=breakout_dot_v1_dot_agent__pb2.GetActionRequest.FromString,
                     response_serializer=breakout_dot_v1_dot_agent__pb2.GetActionResponse.SerializeToString,
+            ),
+            'PlayGame': grpc.stream_stream_rpc_method_handler(
+                    servicer.PlayGame,
+                    request_deserializer=breakout_dot_v1_dot_agent__pb2.GameFrame.FromString,
+                    response_serializer=breakout_dot_v1_dot_agent__pb2.GameAction.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
@@ -155,6 +181,33 @@ class AgentService:
             '/breakout.v1.AgentService/StreamActions',
             breakout_dot_v1_dot_agent__pb2.GetActionRequest.SerializeToString,
             breakout_dot_v1_dot_agent__pb2.GetActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlayGame(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/breakout.v1.AgentService/PlayGame',
+            breakout_dot_v1_dot_agent__pb2.GameFrame.SerializeToString,
+            breakout_dot_v1_dot_agent__pb2.GameAction.FromString,
             options,
             channel_credentials,
             insecure,

@@ -257,3 +257,32 @@ def test_requests_arriving_right_after_a_pass_are_batched_by_the_worker() -> Non
     assert batcher.stats.inline == 2
     for i, q_values in enumerate(burst, start=1):
         assert q_values[0, 0] == i
+
+
+def test_jobs_are_prepared_together_in_the_inference_thread_and_batch_with_stacks() -> None:
+    """PlayGame frames: one ``prepare`` call per batch, off the event loop, rows routed in order."""
+    infer, prepared = Recorder(delay_s=0.01), []
+
+    def prepare(jobs: list[int]) -> np.ndarray:  # a job is a tag: its stack carries it
+        prepared.append((list(jobs), threading.get_ident()))
+        stacks = np.zeros((len(jobs), 84, 84, 4), np.uint8)
+        stacks[:, 0, 0, 0] = jobs
+        return stacks
+
+    async def scenario():
+        batcher = Batcher(infer, prepare=prepare, inline_gap_s=None, max_batch=16, max_delay_s=0.005)
+        batcher.start()
+        loop_thread = threading.get_ident()
+        blocker = asyncio.ensure_future(batcher.submit(tagged(1, 99)))  # holds the worker while the rest queue
+        await asyncio.sleep(0.002)
+        answers = await asyncio.gather(batcher.submit_job(10), batcher.submit(tagged(2, 20)), batcher.submit_job(11),
+                                       batcher.submit_job(12))
+        await blocker
+        await batcher.stop()
+        return answers, loop_thread
+
+    answers, loop_thread = run(scenario())
+    assert [a[:, 0].tolist() for a in answers] == [[10.0], [20.0, 21.0], [11.0], [12.0]]
+    assert [jobs for jobs, _ in prepared] == [[10, 11, 12]]  # the three jobs of one batch, in one call
+    assert all(thread != loop_thread for _, thread in prepared)
+    assert infer.batches == [1, 5]

@@ -85,8 +85,11 @@ def test_the_client_can_send_the_largest_request_a_default_server_takes() -> Non
     server_limit = ServerConfig(model=Path("m.onnx")).max_message_bytes
     assert defaults_of(AgentClient.__init__)["max_message_bytes"] == server_limit
     assert server_limit == config.MAX_STACKS_PER_REQUEST * contract.STACK_BYTES + config.MESSAGE_OVERHEAD_BYTES
+    # Fewer stacks per request shrink the limit, but never below one PlayGame frame of 4 RGB screens.
     assert ServerConfig(model=Path("m.onnx"), max_stacks_per_request=1).max_message_bytes == \
-        contract.STACK_BYTES + config.MESSAGE_OVERHEAD_BYTES
+        4 * 210 * 160 * 3 + config.MESSAGE_OVERHEAD_BYTES
+    assert ServerConfig(model=Path("m.onnx"), max_stacks_per_request=20).max_message_bytes == \
+        20 * contract.STACK_BYTES + config.MESSAGE_OVERHEAD_BYTES
 
 
 def test_play_and_the_client_use_the_same_server_and_deadlines() -> None:

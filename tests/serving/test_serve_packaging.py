@@ -30,13 +30,14 @@ assert not loaded, f"loaded {loaded}"
 print("no tensorflow")
 """
 
-# Load the model, serve it on a free port, answer GetAction and a health check.
+# Load the model, serve it on a free port, answer a PlayGame frame, GetAction and a health check.
 EXERCISE_SERVING = """
 import asyncio
 import numpy as np
 import breakout_dqn.cli
 import breakout_dqn.serving.batcher, breakout_dqn.serving.client, breakout_dqn.serving.config
-import breakout_dqn.serving.healthcheck, breakout_dqn.serving.play
+import breakout_dqn.serving.game, breakout_dqn.serving.healthcheck, breakout_dqn.serving.play
+import breakout_dqn.serving.screens
 import breakout_dqn.serving.server, breakout_dqn.serving.service
 from breakout_dqn.onnx_model import OnnxPolicy
 
@@ -46,7 +47,8 @@ async def main(model):
     await server.load()
     target = f"127.0.0.1:{port}"
     def call():
-        with breakout_dqn.serving.client.AgentClient(target, timeout=30) as client:
+        with breakout_dqn.serving.client.AgentClient(target, timeout=30) as client, client.game() as game:
+            assert game.act(np.zeros((2, 210, 160, 3), np.uint8), lives=5, new_game=True) == 1  # FIRE: a new game
             return client.get_action(np.zeros((2, 84, 84, 4), np.uint8)), breakout_dqn.serving.healthcheck.check(target)
     actions, health = await asyncio.get_running_loop().run_in_executor(None, call)
     await server.stop(1.0)
@@ -103,5 +105,6 @@ def test_generated_code_matches_the_proto() -> None:
     assert set(agent_pb2.DESCRIPTOR.services_by_name["AgentService"].methods_by_name) == {
         "GetAction",
         "StreamActions",
+        "PlayGame",
         "GetModelInfo",
     }

@@ -74,3 +74,31 @@ def test_play_over_a_stream(server: ServerThread, capsys: pytest.CaptureFixture[
     while server.server.servicer.streams != streams_before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert server.server.servicer.streams == streams_before  # the session's stream was closed
+
+
+@pytest.mark.slow  # plays full games
+def test_play_raw_plays_through_play_game_sending_only_screens(server: ServerThread, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    servicer = server.server.servicer
+    requests_before = server.stats.requests
+    video = tmp_path / "raw.gif"
+    assert play.main(["--server", server.target, "--episodes", "3", "--num-envs", "2", "--raw", "--seed", "4",
+                      "--video", str(video)]) == 0
+    out = capsys.readouterr().out
+    assert "(the server presses FIRE at reset and after every lost life)" in out
+    games = re.findall(r"game \d: score (\d+) in (\d+) steps, (\d+) frames", out)
+    assert len(games) == 3 and all(int(frames) >= int(steps) * 3 for _, steps, frames in games)
+    frames = server.stats.requests - requests_before
+    assert frames >= sum(int(steps) for _, steps, _ in games)  # every step's action came from PlayGame
+    assert re.search(rf"3 games: mean score .* {frames} PlayGame frames, p50", out), out
+    assert video.stat().st_size > 1000
+    deadline = time.monotonic() + 5
+    while servicer.games and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert servicer.games == 0  # both sessions' streams were closed
+
+
+def test_play_raw_and_stream_cannot_be_combined(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        play.main(["--raw", "--stream"])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -133,8 +133,9 @@ def test_health_and_reflection(server: ServerThread, capsys: pytest.CaptureFixtu
     from google.protobuf.descriptor_pool import DescriptorPool
 
     service = DescriptorPool(database).FindServiceByName("breakout.v1.AgentService")
-    assert {m.name for m in service.methods} == {"GetAction", "StreamActions", "GetModelInfo"}
+    assert {m.name for m in service.methods} == {"GetAction", "StreamActions", "PlayGame", "GetModelInfo"}
     assert service.methods_by_name["StreamActions"].input_type.name == "GetActionRequest"
+    assert service.methods_by_name["PlayGame"].input_type.name == "GameFrame"  # grpcurl can describe it
     assert service.methods_by_name["GetAction"].input_type.fields_by_name["frames"].type == 12  # TYPE_BYTES
 
 
