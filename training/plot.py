@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,14 +79,17 @@ def curve(records: list[dict[str, Any]], window: int, x_axis: str) -> tuple[np.n
 
 
 def to_x(records: list[dict[str, Any]], steps: np.ndarray, x_axis: str) -> np.ndarray:
-    """Agent steps as themselves, or as training hours: the time of each ``train`` window
-    (log interval / its steps/s, so evaluations and pauses between pieces do not count)."""
+    """Agent steps as themselves, or as CPU-hours of training: the CPU seconds of each ``train``
+    window (all the trainer's threads; evaluations and pauses between pieces do not count). A
+    window logged before CPU time was recorded counts its wall time x the machine's cores."""
     if x_axis == "steps":
         return steps
     train = [r for r in records if r["type"] == "train" and r.get("steps_per_second")]
     marks = np.array([0.0] + [r["step"] for r in train])
-    intervals = np.diff(marks)
-    hours = np.concatenate([[0.0], np.cumsum(intervals / np.array([r["steps_per_second"] for r in train]))]) / 3600
+    cores = os.cpu_count() or 1
+    seconds = [r["cpu_seconds"] if r.get("cpu_seconds") is not None else cores * interval / r["steps_per_second"]
+               for r, interval in zip(train, np.diff(marks), strict=True)]
+    hours = np.concatenate([[0.0], np.cumsum(seconds)]) / 3600
     return np.interp(steps, marks, hours)
 
 
@@ -125,7 +129,7 @@ def compare(run_dirs: list[Path], out: Path, labels: list[str], published: Path 
             axis.axhline(level, color="gray", linestyle="--", linewidth=1)
             axis.text(axis.get_xlim()[0], level, f" {name} {level}", fontsize=7, color="gray", va="bottom")
     axis.set_xlabel("agent steps (millions; 1 step = 4 frames)" if x_axis == "steps" else
-                    "training hours on this machine (evaluations and pauses excluded)")
+                    "CPU-hours of training (all the trainer's threads; evaluations and pauses excluded)")
     axis.set_ylabel("Breakout score (raw)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, loc="upper left")
@@ -145,7 +149,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--labels", nargs="+", help="one legend label per run (default: the directory names)")
     parser.add_argument("--published", type=Path, help="published results to draw beside the runs (JSON)")
     parser.add_argument("--x", choices=("steps", "hours"), default="steps", dest="x_axis",
-                        help="horizontal axis of a comparison: agent steps or training hours")
+                        help="horizontal axis of a comparison: agent steps or CPU-hours of training")
     parser.add_argument("--max-x", type=float, help="right end of a comparison's axis (millions of steps, or hours)")
     args = parser.parse_args(argv)
     for run_dir in args.run_dirs:

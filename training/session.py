@@ -205,7 +205,11 @@ def generator(seed: int, saved_state: Mapping[str, Any]) -> np.random.Generator:
 
 
 class Meter:
-    """TD losses, mean Q-values and throughput since the last ``train`` record."""
+    """TD losses, mean Q-values, throughput and CPU time since the last ``train`` record.
+
+    CPU seconds make the cost of training comparable between runs that shared the machine with
+    other work: a curve against CPU-hours does not move when a run was slowed down.
+    """
 
     def __init__(self, step: int):
         self.losses: list[float] = []
@@ -218,10 +222,12 @@ class Meter:
 
     def restart(self, step: int) -> None:
         """Start a new throughput window (after a log record, or after an evaluation paused training)."""
-        self.since = (step, time.perf_counter())
+        self.since = (step, time.perf_counter(), time.process_time())
 
     def take(self, step: int) -> dict[str, float | None]:
+        """The window's steps/s (wall clock), CPU seconds (this process, all its threads), mean loss and Q."""
         values = dict(steps_per_second=round((step - self.since[0]) / (time.perf_counter() - self.since[1]), 2),
+                      cpu_seconds=round(time.process_time() - self.since[2], 2),
                       loss=float(np.mean(self.losses)) if self.losses else None,
                       mean_q=float(np.mean(self.mean_qs)) if self.mean_qs else None)
         self.losses.clear()

@@ -93,6 +93,7 @@ def test_a_tiny_pqn_run_trains_on_its_rollouts(pqn_run: Path) -> None:
     assert [r["step"] for r in train] == [128, 256]
     assert train[-1]["updates"] == 2 * 2 * 4  # two rollouts of 8 x 16, two epochs of four minibatches
     assert np.isfinite(train[-1]["loss"]) and not (pqn_run / "replay").exists()
+    assert train[-1]["cpu_seconds"] > 0 and train[-1]["seconds_training"] > 0
     assert json.loads((pqn_run / "eval.json").read_text())["train_agent_steps"] == 256
 
 

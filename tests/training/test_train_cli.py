@@ -280,7 +280,13 @@ def test_plot_compares_runs_against_steps_or_hours_beside_published_points(tmp_p
     np.testing.assert_array_equal(x, [800, 1200, 1600])
     np.testing.assert_array_equal(rolling, [2, 4, 6])
     hours, _ = curve(records, window=2, x_axis="hours")
-    np.testing.assert_allclose(hours, np.array([800, 1200, 1600]) / 100 / 3600)  # 100 steps/s throughout
+    cores = os.cpu_count() or 1  # no cpu_seconds in these records: wall time x cores
+    np.testing.assert_allclose(hours, cores * np.array([800, 1200, 1600]) / 100 / 3600)  # 100 steps/s throughout
+    for record in records:
+        if record["type"] == "train":
+            record["cpu_seconds"] = 5.0  # 1,000 steps per window
+    cpu_hours, _ = curve(records, window=2, x_axis="hours")
+    np.testing.assert_allclose(cpu_hours, np.array([800, 1200, 1600]) / 1000 * 5.0 / 3600)
     published = Path(__file__).resolve().parents[2] / "results" / "published" / "breakout.json"
     for axis in ("steps", "hours"):
         out = tmp_path / f"compare-{axis}.png"
