@@ -8,7 +8,7 @@ update (batch 32, warmed up) is timed too, and the efficiency is steps/s * t_upd
 + games, Q(lambda) targets and training epochs. ``cleanrl`` is the baseline: the same update as
 CleanRL's dqn_atari.py (~100 agent steps/s on a 2-core Zen 4 machine, NOTES.md), run here.
 
-Usage: python benchmarks/train_throughput.py [--presets pqn default cleanrl] [--dqn-steps 6000]
+Usage: python benchmarks/train_throughput.py [--presets pqn default rainbow-lite] [--dqn-steps 6000]
        [--pqn-steps 32768] [--keras-example-steps 0] [--json results/train_throughput.json]
 Pause any training run first (SIGSTOP): the figures are only valid on an otherwise idle machine.
 """
@@ -157,8 +157,8 @@ def keras_example_steps_per_second(steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["pqn", "default", "cleanrl"],
-                        choices=["pqn", "default", "cleanrl", "keras-example"])
+    parser.add_argument("--presets", nargs="+", default=["pqn", "default", "rainbow-lite"],
+                        choices=["pqn", "default", "cleanrl", "rainbow-lite", "keras-example"])
     parser.add_argument("--dqn-steps", type=int, default=6000, help="agent steps per DQN trainer run")
     parser.add_argument("--pqn-steps", type=int, default=32768, help="agent steps of the PQN trainer run")
     parser.add_argument("--keras-example-steps", type=int, default=0, help="the notebook's own loop; 0 = skip")

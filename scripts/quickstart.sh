@@ -30,7 +30,7 @@ kill -TERM "$server" && wait "$server" || true
 trap - EXIT
 
 echo "== 2/3 train $STEPS agent steps (default preset) into $OUT/run"
-breakout-dqn train --out "$OUT/run" --steps "$STEPS" --learning-starts 5000 --random-steps 5000 \
+breakout-dqn train --out "$OUT/run" --steps "$STEPS" --learning-starts 5000 --epsilon-decay-steps 10000 \
   --replay-capacity 100000 --eval-every 0 --final-eval-episodes 5 --checkpoint-every 10000
 breakout-dqn plot "$OUT/run"
 

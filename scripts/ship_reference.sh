@@ -4,8 +4,8 @@
 #   bash scripts/ship_reference.sh [RUN_DIR] [EPISODES]      (defaults: runs/reference, 30)
 #
 # RUN_DIR is a stopped (SIGTERM) or finished `breakout-dqn train` run: its model.keras was saved
-# with its newest checkpoint. Writes models/breakout-dqn.onnx and results/reference/{eval,parity,
-# verify,config}.json, metrics.jsonl and learning_curve.png. Nothing is replaced unless the export's
+# with its newest checkpoint. Writes models/breakout-dqn.onnx and results/<run name>/{eval,parity,
+# verify,config}.json, metrics.jsonl and learning_curve.png (the run's record). Nothing is replaced unless the export's
 # parity gate and verify (MIN_SCORE) pass; check `git diff` before committing.
 # Env: RESULTS, MODEL (other destinations), MIN_SCORE (verify gate, default 20), BIN (where breakout-dqn is; default .venv/bin).
 set -euo pipefail
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 RUN=${1:-runs/reference}
 EPISODES=${2:-30}
 MIN_SCORE=${MIN_SCORE:-20}  # verify fails (and nothing is recorded) below it
-RESULTS=${RESULTS:-results/reference}
+RESULTS=${RESULTS:-results/$(basename "$RUN")}
 MODEL=${MODEL:-models/breakout-dqn.onnx}
 BIN=${BIN:-.venv/bin}
 export TF_CPP_MIN_LOG_LEVEL=2
@@ -28,7 +28,6 @@ if [ "$checkpoint" -nt "$RUN/model.keras" ]; then
   echo "ship_reference: $checkpoint is newer than $RUN/model.keras (being saved?): try again" >&2
   exit 2
 fi
-mkdir -p "$RESULTS"
 staged=$(mktemp -d)
 trap 'rm -rf "$staged"' EXIT
 
@@ -44,20 +43,20 @@ echo "== verify the export, $EPISODES games"
 "$BIN/breakout-dqn" verify "$staged/model.onnx" --min-score "$MIN_SCORE" --episodes "$EPISODES" --json > "$staged/verify.json"
 
 echo "== record in $RESULTS"
-"$BIN/python" - "$checkpoint" "$staged/eval.json" "$RUN" "$EPISODES" <<'EOF'
+"$BIN/python" - "$checkpoint" "$staged/eval.json" "$RUN" "$EPISODES" "$RESULTS" <<'EOF'
 import json, sys
 from pathlib import Path
 
 from breakout_dqn.training.checkpoint import load_checkpoint
 
-checkpoint, eval_path, run, episodes = sys.argv[1:]
+checkpoint, eval_path, run, episodes, results = sys.argv[1:]
 _, state = load_checkpoint(Path(checkpoint))
 record = json.load(open(eval_path))
 record["model"] = f"{run}/model.keras"
 record.update(
     train_agent_steps=state["step"], train_frames=4 * state["step"], train_updates=state["updates"],
     train_games=state["games"], train_wall_seconds=round(state["wall_seconds"], 1),
-    command=f"breakout-dqn evaluate {run}/model.keras --episodes {episodes} --json results/reference/eval.json",
+    command=f"breakout-dqn evaluate {run}/model.keras --episodes {episodes} --json {results}/eval.json",
     recorded_by="scripts/ship_reference.sh",
 )
 json.dump(record, open(eval_path, "w"), indent=2)
@@ -67,6 +66,7 @@ EOF
 sed -i "s|$staged/model.onnx|$MODEL|g" "$staged/parity.json" "$staged/verify.json"
 mkdir -p "$(dirname "$MODEL")"
 cp "$staged/model.onnx" "$MODEL.tmp" && mv "$MODEL.tmp" "$MODEL"
+mkdir -p "$RESULTS"
 cp "$staged/eval.json" "$staged/parity.json" "$staged/verify.json" "$RESULTS/"
 cp "$RUN/config.json" "$RUN/metrics.jsonl" "$RESULTS/"
 "$BIN/breakout-dqn" plot "$RUN" --out "$RESULTS/learning_curve.png"

@@ -48,6 +48,17 @@ def test_cleanrl_preset_is_cleanrl_dqn_atari_s_settings() -> None:
     assert config.steps == 1_000_000
 
 
+def test_default_is_cleanrl_s_settings_with_the_huber_loss_and_rainbow_lite_keeps_the_old_default() -> None:
+    default, cleanrl = parse(), parse("--preset", "cleanrl")
+    differences = {k for k, v in default.to_json().items() if cleanrl.to_json()[k] != v}
+    assert differences == {"preset", "loss"} and default.loss == "huber"
+    lite = parse("--preset", "rainbow-lite")
+    assert (lite.n_step, lite.double_dqn, lite.dueling, lite.target_update) == (3, True, True, 8_000)
+    assert (lite.adam_epsilon, lite.global_clipnorm) == (1.5e-4, 10.0)
+    assert (lite.learning_starts, lite.random_steps) == (20_000, 20_000)
+    assert parse("--preset", "rainbow-lite", "--no-dueling").dueling is False
+
+
 def test_keras_example_epsilon_decays_from_step_zero_like_the_notebook() -> None:
     config = parse("--preset", "keras-example")
     assert epsilon_at(config, 50_000) == pytest.approx(1.0 - 0.9 * 50_000 / 1_000_000)
