@@ -31,6 +31,15 @@ sys.path.insert(0, str(ROOT))
 LOG_EVERY = {"dqn": 1000, "pqn": 4096}
 CPU_FLAGS = set(Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split()) \
     if Path("/proc/cpuinfo").exists() else set()
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what ``platform`` knows."""
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 WARM_UP_STEPS = 1000  # DQN: random steps before learning, kept short
 
 
@@ -178,7 +187,7 @@ def main() -> None:
             result["efficiency"] = result["steps_per_second"] * result["t_update_ms"] / 1000 / config.train_frequency
         results.append(result)
     baseline = results[0]["steps_per_second"]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; baseline: cleanrl preset "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs; baseline: cleanrl preset "
           f"(CleanRL dqn_atari's update), {baseline:.1f} agent steps/s")
     print(f"{'preset':<14}{'algorithm':<10}{'steps/s':>9}{'x cleanrl':>10}  details")
     for result in results:
@@ -204,7 +213,7 @@ def main() -> None:
         results.append({"preset": "keras-example notebook loop", "steps_per_second": example})
         print(f"{'notebook loop':<24}{example:>9.1f}{example / baseline:>10.2f}  the Keras example's own loop")
     if args.json:
-        args.json.write_text(json.dumps({"machine": platform.processor(), "cpus": os.cpu_count(),
+        args.json.write_text(json.dumps({"machine": cpu_name(), "cpus": os.cpu_count(),
                                          "baseline": "cleanrl", "results": results}, indent=2) + "\n")
 
 

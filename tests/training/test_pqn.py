@@ -75,7 +75,7 @@ def test_pqn_preset_and_its_refusals() -> None:
 
 
 TINY_PQN = ["--preset", "pqn", "--num-envs", "8", "--rollout-steps", "16", "--minibatches", "4", "--log-every", "128",
-            "--checkpoint-every", "256", "--eval-every", "0", "--final-eval-episodes", "1", "--no-progress"]
+            "--checkpoint-every", "256", "--eval-every", "0", "--final-eval-episodes", "1", "--no-progress", "--no-xla"]
 
 
 @pytest.fixture(scope="module")
