@@ -159,7 +159,9 @@ def test_sessions_count_against_the_limit_and_the_clients_share(onnx_model_path:
 def test_sessions_are_freed_when_they_end_idle_out_or_are_cancelled(onnx_model_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     sessions = TrackedSessions(monkeypatch)
-    running = ServerThread(config_for(onnx_model_path, stream_idle_timeout_s=0.5))
+    # 1.5 s: long enough that no session idles out while the others open (a loaded 2-core machine
+    # takes a few hundred ms for the first answers), short enough to wait for.
+    running = ServerThread(config_for(onnx_model_path, stream_idle_timeout_s=1.5))
     servicer = running.server.servicer
     try:
         with AgentClient(running.target, timeout=10) as client:
@@ -171,11 +173,11 @@ def test_sessions_are_freed_when_they_end_idle_out_or_are_cancelled(onnx_model_p
             cancelled.cancel()
             wait_until(lambda: servicer.games == 1)
             wait_until(lambda: sessions.alive() == 1)
-            time.sleep(0.8)
+            time.sleep(2.0)
             with pytest.raises(grpc.RpcError) as caught:
                 idle.act(GRAY)
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            assert "no request on this stream for 0.5 s" in caught.value.details()
+            assert "no request on this stream for 1.5 s" in caught.value.details()
             wait_until(lambda: servicer.games == 0 and servicer.streams == 0)
             wait_until(lambda: sessions.alive() == 0)  # the handlers let go of their sessions' state
     finally:
