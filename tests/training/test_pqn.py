@@ -11,7 +11,7 @@ import pytest
 
 from breakout_dqn.training.config import ConfigError, resolve
 from breakout_dqn.training.pqn import q_lambda_targets
-from tests.training.test_train_cli import run_cli
+from tests.training.cli_helpers import run_cli
 
 GAMMA, LAMBDA = 0.9, 0.65
 
