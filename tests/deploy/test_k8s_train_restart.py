@@ -24,7 +24,7 @@ from k8s_helpers import REPO, command_line, container, container_env, find, need
 
 from breakout_dqn.training.checkpoint import PATTERN, list_checkpoints
 
-STEPS = 1200
+STEPS = 800
 TINY = [f"--steps={STEPS}", "--num-envs=4", "--replay-capacity=4000", "--learning-starts=200", "--random-steps=100",
         "--checkpoint-every=400", "--eval-every=0", "--final-eval-episodes=1", "--log-every=200",
         "--no-xla"]  # only compile time at this size

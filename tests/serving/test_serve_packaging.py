@@ -108,3 +108,16 @@ def test_generated_code_matches_the_proto() -> None:
         "PlayGame",
         "GetModelInfo",
     }
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "false"), ("true", "true")])
+def test_the_serving_stage_turns_grpc_fork_handlers_off_unless_the_environment_asks(given: str | None,
+                                                                                    expected: str) -> None:
+    # grpc/grpc#43055: with them on, a subprocess started beside an open channel (play's ffmpeg) can die.
+    env = {k: v for k, v in subprocess_env().items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
+    if given is not None:
+        env["GRPC_ENABLE_FORK_SUPPORT"] = given
+    code = "import os, breakout_dqn.serving.client; print(os.environ['GRPC_ENABLE_FORK_SUPPORT'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                            cwd=REPO)
+    assert result.returncode == 0 and result.stdout.strip() == expected, result.stderr[-2000:]
