@@ -67,7 +67,7 @@ sed -i "s|$staged/model.onnx|$MODEL|g" "$staged/parity.json" "$staged/verify.jso
 mkdir -p "$(dirname "$MODEL")"
 cp "$staged/model.onnx" "$MODEL.tmp" && mv "$MODEL.tmp" "$MODEL"
 if [ "$MODEL" = models/breakout-dqn.onnx ]; then  # the Kubernetes serving Deployment pins the shipped model's version
-  version=$("$BIN/python" -c "from breakout_dqn.onnx_model import OnnxPolicy; print(OnnxPolicy('$MODEL').version)")
+  version=$("$BIN/python" deploy/k8s/serve/check_model_version.py --model "$MODEL" --print)
   sed -i -E "s/(BREAKOUT_DQN_MODEL_VERSION=)[^ ]+/\1$version/" deploy/k8s/serve/kustomization.yaml
   echo "pinned $version in deploy/k8s/serve/kustomization.yaml (and say so in the README's Kubernetes section)"
 fi

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # as breakout_dqn.serving sets it (grpc/grpc#43055)
 
 
 @pytest.fixture(scope="session")
