@@ -64,6 +64,20 @@ class TooManyRequests(RuntimeError):
     """Past the concurrency limit or the per-request stack limit."""
 
 
+class _EndCall(Exception):
+    """End the call with this status: raised to the handler, which answers it (``_finish``).
+
+    Streams end by setting the status and returning, not by ``context.abort``: grpc.aio keeps the
+    exception ``abort`` raises on the call's state, and its traceback would hold the handler's
+    frames, a PlayGame session among them, for as long as grpc keeps that state.
+    """
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
 @dataclasses.dataclass
 class ServiceLimits:
     max_concurrent: int = MAX_CONCURRENT  # GetAction calls + open streams (PlayGame too); RESOURCE_EXHAUSTED past it
@@ -156,11 +170,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return not self.in_flight
 
     async def GetAction(self, request: agent_pb2.GetActionRequest, context: grpc.aio.ServicerContext) -> Any:
-        client = await self._admit(context)
+        try:
+            client = self._admit(context)
+        except _EndCall as end:
+            await context.abort(end.code, end.details)
         self.unary += 1
         self.in_flight += 1
         try:
-            return await self._answer(self._get_action(request, context), context)
+            return await self._answer(self._get_action(request, context))
+        except _EndCall as end:
+            await context.abort(end.code, end.details)
         finally:
             self.in_flight -= 1
             self.unary -= 1
@@ -168,7 +187,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     async def StreamActions(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
         async def answer(request: agent_pb2.GetActionRequest, index: int) -> agent_pb2.GetActionResponse:
-            return await self._answer(self._get_action(request, context), context, f"request {index} of the stream: ")
+            return await self._answer(self._get_action(request, context), f"request {index} of the stream: ")
 
         async with contextlib.aclosing(self._stream(request_iterator, context, answer)) as responses:
             async for response in responses:
@@ -178,7 +197,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         session = GameSession()  # freed with this handler: when the stream ends, idles out or is cancelled
 
         async def answer(frame: agent_pb2.GameFrame, index: int) -> agent_pb2.GameAction:
-            return await self._answer(self._play(session, frame, context), context, f"frame {index} of the game: ")
+            return await self._answer(self._play(session, frame, context), f"frame {index} of the game: ")
 
         async with contextlib.aclosing(self._stream(request_iterator, context, answer, game=True)) as actions:
             async for action in actions:
@@ -188,8 +207,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, request_iterator: Any, context: grpc.aio.ServicerContext,
         answer: Callable[[Any, int], Awaitable[Any]], game: bool = False,
     ) -> AsyncGenerator[Any, None]:
-        """Answer a stream's messages in order: one slot for the whole stream, an idle timer, drain handling."""
-        client = await self._admit(context)
+        """Answer a stream's messages in order: one slot for the whole stream, an idle timer, drain handling.
+
+        Every way it ends with an error sets the status and returns (see ``_EndCall``).
+        """
+        try:
+            client = self._admit(context)
+        except _EndCall as end:
+            _finish(context, end)
+            return
         self.streams += 1
         self.games += game
         watch = StreamWatch(self.limits.stream_idle_timeout_s)
@@ -207,16 +233,18 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 yield response
                 index += 1
                 if self.draining:
-                    await context.abort(
+                    raise _EndCall(
                         grpc.StatusCode.UNAVAILABLE, "the server is draining; reopen the stream on another replica"
                     )
+        except _EndCall as end:
+            _finish(context, end)
         except asyncio.CancelledError:
             if watch.ended is None:
                 raise  # the client went away: nothing to answer
             task = asyncio.current_task()
             if task is not None and hasattr(task, "uncancel"):
                 task.uncancel()  # our own cancellation, handled here (Python >= 3.11)
-            await context.abort(*watch.ended)
+            _finish(context, _EndCall(*watch.ended))
         finally:
             watch.close()
             self.watches.discard(watch)
@@ -224,8 +252,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             self.games -= game
             self.shares.give_back(client)
 
-    async def _admit(self, context: grpc.aio.ServicerContext) -> str:
-        """Take a slot for this client, or RESOURCE_EXHAUSTED: past ``max_concurrent``, or past its share.
+    def _admit(self, context: grpc.aio.ServicerContext) -> str:
+        """Take a slot for this client, or ``_EndCall`` RESOURCE_EXHAUSTED: past ``max_concurrent``, or past its share.
 
         A stream counts once, whether or not it is answering a request right now. Returns the
         client's key, for ``shares.give_back``.
@@ -233,18 +261,18 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         calls = self.unary + self.streams
         if calls >= self.limits.max_concurrent:
             self.rejected += 1
-            await context.abort(
+            raise _EndCall(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"server busy: {calls} calls in flight (limit {self.limits.max_concurrent}); retry with backoff",
             )
         client, refused = self.shares.take(context.peer())
         if refused is not None:
             self.rejected += 1
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+            raise _EndCall(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
         return client
 
-    async def _answer(self, work: Awaitable[Any], context: grpc.aio.ServicerContext, where: str = "") -> Any:
-        """``work``'s response, or the call aborted with the status ``_status_for`` gives the failure."""
+    async def _answer(self, work: Awaitable[Any], where: str = "") -> Any:
+        """``work``'s response, or ``_EndCall`` with the status ``_status_for`` gives the failure."""
         try:
             return await work
         except asyncio.CancelledError:
@@ -255,8 +283,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 self.rejected += 1
             elif code == grpc.StatusCode.INTERNAL:
                 log.exception("request failed")
-            await context.abort(code, where + message)
-            raise  # unreachable: abort raises
+            raise _EndCall(code, where + message) from None
 
     def _ready(self, context: grpc.aio.ServicerContext) -> tuple[Batcher, float | None]:
         """The batcher and the call's deadline (loop time), or Unavailable / DeadlineExpired."""
@@ -307,6 +334,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if self._info is None:
             await context.abort(*_status_for(Unavailable("the model is still loading")))
         return self._info
+
+
+def _finish(context: grpc.aio.ServicerContext, end: _EndCall) -> None:
+    """End a stream with ``end``'s status once its handler returns."""
+    context.set_code(end.code)
+    context.set_details(end.details)
 
 
 def model_info(policy: Policy, max_stacks_per_request: int) -> agent_pb2.GetModelInfoResponse:

@@ -165,21 +165,26 @@ def test_sessions_are_freed_when_they_end_idle_out_or_are_cancelled(onnx_model_p
     servicer = running.server.servicer
     try:
         with AgentClient(running.target, timeout=10) as client:
-            idle, cancelled, ended = client.game(), client.game(), client.game()
-            for session in (idle, cancelled, ended):
+            idle, cancelled, ended, refused = client.game(), client.game(), client.game(), client.game()
+            for session in (idle, cancelled, ended, refused):
                 session.act(GRAY, new_game=True)
-            assert servicer.games == 3 and sessions.alive() == 3
+            assert servicer.games == 4 and sessions.alive() == 4
             ended.close()
             cancelled.cancel()
+            with pytest.raises(grpc.RpcError) as caught:  # too many screens: ends that stream only
+                refused.act(np.zeros((contract.MAX_SCREENS_PER_FRAME + 1, 210, 160), np.uint8))
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             wait_until(lambda: servicer.games == 1)
-            wait_until(lambda: sessions.alive() == 1)
+            # Freed as soon as the handlers return, not whenever grpc lets go of a call's state
+            # (an error raised with context.abort would keep the handler's frames that long).
+            wait_until(lambda: sessions.alive() == 1, timeout=1.0)
             time.sleep(2.0)
             with pytest.raises(grpc.RpcError) as caught:
                 idle.act(GRAY)
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert "no request on this stream for 1.5 s" in caught.value.details()
             wait_until(lambda: servicer.games == 0 and servicer.streams == 0)
-            wait_until(lambda: sessions.alive() == 0)  # the handlers let go of their sessions' state
+            wait_until(lambda: sessions.alive() == 0, timeout=1.0)
     finally:
         running.stop()
 
