@@ -26,6 +26,7 @@ ActFn = Callable[[np.ndarray], np.ndarray]
 NATURE_EPSILON = 0.05
 NATURE_MAX_FRAMES = 18_000  # 5 minutes at 60 frames/s
 NATURE_NOOP_MAX = 30
+HUMAN_SCORE = 31.8  # the professional human tester's Breakout score (Mnih et al. 2015)
 
 
 def make_vector_env(

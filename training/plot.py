@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from breakout_dqn.atari import HUMAN_SCORE
 from breakout_dqn.training.metrics import read_metrics
 from breakout_dqn.training.run_directory import RunDirectory
 
@@ -48,7 +49,7 @@ def plot_run(run_dir: Path, out: Path, window: int = 100) -> Path:
         score_axis.errorbar([e["frames"] / 1e6 for e in evals], [e["mean"] for e in evals],
                             yerr=[e["std"] for e in evals], fmt="o-", color="tab:red", capsize=3,
                             label="evaluation (eps 0.05, mean +- std)")
-    score_axis.axhline(31.8, color="gray", linestyle="--", linewidth=1, label="human (31.8)")
+    score_axis.axhline(HUMAN_SCORE, color="gray", linestyle="--", linewidth=1, label=f"human ({HUMAN_SCORE:g})")
     score_axis.set_ylabel("Breakout score")
     score_axis.set_title(f"Learning curve: {run_dir.name}")
     score_axis.legend(loc="upper left", fontsize=8)

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Merge `breakout-dqn verify --json` reports of one model (one per seed) into one evaluation record.
+
+    python scripts/merge_verify.py OUT.json verify-seed0.json verify-seed1.json ...
+
+Each report must have played games (``--min-score``) and passed its checks; the reports must name the
+same model and the same protocol (epsilon), and no seed may repeat. OUT gets the pooled mean, standard
+deviation and standard error, and per seed its figures, scores and the command that reproduces it
+(the format of ``results/*/eval-300.json``). Exit 2 with one error line on bad input; OUT is written
+only when the merge succeeds (atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from breakout_dqn import atari
+from breakout_dqn.files import atomic_write_text
+
+PROTOCOL = ("Nature: full 5-life games, up to 30 no-op starts, epsilon {epsilon:g}, {max_frames:,}-frame cap, "
+            "raw score (onnxruntime, breakout-dqn verify)")
+
+
+class MergeError(ValueError):
+    """A report that cannot be merged (what and why in the message)."""
+
+
+def command_for(model: str, score: dict[str, Any]) -> str:
+    """The verify command that plays these games again."""
+    command = f"breakout-dqn verify {model} --min-score {score['min_score']:g} --episodes {score['episodes']} " \
+              f"--seed {score['seed']}"
+    if score["epsilon"] != atari.NATURE_EPSILON:
+        command += f" --epsilon {score['epsilon']:g}"
+    return command + " --json"
+
+
+def merge(reports: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """``reports`` as (file name, parsed JSON) -> the merged record. Raises MergeError."""
+    if not reports:
+        raise MergeError("no reports to merge")
+    runs: list[dict[str, Any]] = []
+    for name, report in reports:
+        score = report.get("score")
+        if not isinstance(score, dict) or not score.get("scores"):
+            raise MergeError(f"{name}: no games in it (was verify run with --min-score?)")
+        if report.get("exit_code") not in (0, 4):  # 4: below --min-score, still a measurement
+            raise MergeError(f"{name}: verify failed a contract check (exit {report.get('exit_code')})")
+        runs.append({"seed": score["seed"], "episodes": score["episodes"], "mean": score["mean"], "std": score["std"],
+                     "min": min(score["scores"]), "max": max(score["scores"]), "seconds": score.get("seconds"),
+                     "command": command_for(report["model"], score), "exit_code": report["exit_code"],
+                     "scores": score["scores"]})
+    first_name, first = reports[0]
+    for name, report in reports[1:]:
+        for key in ("model",):
+            if report.get(key) != first.get(key):
+                raise MergeError(f"{name}: {key} {report.get(key)!r} differs from {first_name}'s {first.get(key)!r}")
+        for key in ("epsilon", "max_frames"):
+            if report["score"].get(key) != first["score"].get(key):
+                raise MergeError(f"{name}: {key} {report['score'].get(key)} differs from {first_name}'s "
+                                 f"{first['score'].get(key)}")
+    seeds = [run["seed"] for run in runs]
+    if len(set(seeds)) != len(seeds):
+        raise MergeError(f"a seed repeats ({seeds}): the games would be counted twice")
+    scores = [float(value) for run in runs for value in run["scores"]]
+    std = statistics.pstdev(scores)
+    return {
+        "model": first["model"],
+        "protocol": PROTOCOL.format(epsilon=first["score"]["epsilon"], max_frames=first["score"]["max_frames"]),
+        "episodes": len(scores), "mean": statistics.fmean(scores), "std": std,
+        "standard_error": std / len(scores) ** 0.5, "human": atari.HUMAN_SCORE,
+        "runs": runs, "recorded_by": "scripts/merge_verify.py",
+    }
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2:
+        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        return 2
+    out, paths = Path(argv[0]), [Path(arg) for arg in argv[1:]]
+    try:
+        reports = []
+        for path in paths:
+            try:
+                reports.append((path.name, json.loads(path.read_text())))
+            except (OSError, json.JSONDecodeError) as error:
+                raise MergeError(f"{path}: not a readable JSON report ({error})") from None
+        record = merge(reports)
+    except MergeError as error:
+        print(f"merge_verify: error: {error}", file=sys.stderr)
+        return 2
+    atomic_write_text(out, json.dumps(record, indent=1) + "\n")
+    print(f"{out}: {record['episodes']} games, mean {record['mean']:.1f} +- {record['std']:.1f} "
+          f"(standard error {record['standard_error']:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,74 @@
+"""scripts/merge_verify.py: per-seed verify reports -> one evaluation record (ship_reference's 300 games)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from breakout_dqn.export.verify import build_parser
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "merge_verify.py"
+
+
+def report(seed: int, scores: list[float], *, model: str = "models/m.onnx", epsilon: float = 0.05,
+           exit_code: int = 0) -> dict[str, Any]:
+    """What `breakout-dqn verify MODEL --min-score 31.8 --episodes N --seed S --json` prints."""
+    return {"model": model, "ok": exit_code == 0, "exit_code": exit_code, "checks": [],
+            "score": {"episodes": len(scores), "mean": statistics.fmean(scores), "std": statistics.pstdev(scores),
+                      "min": min(scores), "max": max(scores), "scores": scores, "min_score": 31.8,
+                      "epsilon": epsilon, "seed": seed, "max_frames": 18000, "seconds": 1.5}}
+
+
+def merge(tmp_path: Path, *reports: dict[str, Any] | str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    paths = []
+    for index, content in enumerate(reports):
+        path = tmp_path / f"verify-{index}.json"
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+        paths.append(str(path))
+    out = tmp_path / "eval.json"
+    done = subprocess.run([sys.executable, str(SCRIPT), str(out), *paths], capture_output=True, text=True)
+    return done, out
+
+
+def test_the_games_of_every_seed_are_pooled_and_each_seed_keeps_a_command_that_replays_it(tmp_path: Path) -> None:
+    first, second = [10.0, 50.0, 90.0], [20.0, 400.0]
+    done, out = merge(tmp_path, report(0, first), report(1, second, exit_code=4))
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    pooled = first + second
+    assert record["episodes"] == 5
+    assert record["mean"] == pytest.approx(statistics.fmean(pooled))
+    assert record["std"] == pytest.approx(statistics.pstdev(pooled))
+    assert record["standard_error"] == pytest.approx(statistics.pstdev(pooled) / 5 ** 0.5)
+    assert [run["seed"] for run in record["runs"]] == [0, 1]
+    assert record["runs"][1]["exit_code"] == 4 and record["runs"][1]["max"] == 400.0
+    assert "epsilon 0.05" in record["protocol"]
+    for run in record["runs"]:
+        words = shlex.split(run["command"])
+        assert words[:2] == ["breakout-dqn", "verify"]
+        args = build_parser().parse_args(words[2:])
+        assert (args.seed, args.episodes, args.min_score, args.epsilon, str(args.model)) == \
+            (run["seed"], run["episodes"], 31.8, 0.05, "models/m.onnx")
+
+
+@pytest.mark.parametrize("reports, message", [
+    ((report(0, [1.0]), report(0, [2.0])), "seed repeats"),
+    ((report(0, [1.0]), report(1, [2.0], model="models/other.onnx")), "model"),
+    ((report(0, [1.0]), report(1, [2.0], epsilon=0.01)), "epsilon"),
+    ((report(0, [1.0]) | {"score": None},), "no games"),
+    ((report(0, [1.0], exit_code=3),), "contract check"),
+    (("{not json",), "not a readable JSON report"),
+])
+def test_reports_that_cannot_be_merged_are_refused_and_nothing_is_written(
+        tmp_path: Path, reports: tuple[dict[str, Any] | str, ...], message: str) -> None:
+    done, out = merge(tmp_path, *reports)
+    assert done.returncode == 2
+    assert message in done.stderr and done.stderr.count("\n") == 1
+    assert not out.exists()
