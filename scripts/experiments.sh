@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The measured comparisons behind the presets, as a queue that survives being split across sessions.
+#
+#   setsid nohup bash scripts/experiments.sh > runs/experiments.log 2>&1 &    # start, or continue
+#   bash scripts/experiments.sh --list                                          # where each run stands
+#
+# Runs one `breakout-dqn train --auto-resume` after another (one at a time: they need both cores),
+# each continuing from its newest checkpoint (and its durable replay) when the queue is started
+# again. SIGTERM the trainer (`pkill -TERM -f "breakout-dqn train"`) to stop: it checkpoints, and
+# the queue stops behind it. A finished run's record (config, metrics.jsonl, eval.json, learning
+# curve) is copied to results/<name>/; an ablation's replay is then deleted (~7 GB each; its
+# checkpoints stay). All runs use seed 1, the seed of results/cleanrl-1m, so that each differs from
+# `default` in one setting only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+RUNS=${RUNS:-runs}
+
+# name | steps | flags (one change at a time against default-s1)
+QUEUE=(
+  "pqn-s1|3000000|--preset pqn --seed 1"                              # PQN vs DQN per CPU-hour
+  "default-s1|3000000|--preset default --seed 1"                      # the default, to 3M: the 100 and 250 targets
+  "ablation-nstep3|1000000|--preset default --seed 1 --n-step 3"
+  "ablation-double|1000000|--preset default --seed 1 --double-dqn"
+  "ablation-dueling|1000000|--preset default --seed 1 --dueling"
+  "ablation-target8k|1000000|--preset default --seed 1 --target-update 8000"
+)
+
+newest_step() {  # the run's newest checkpoint step, or 0
+  "$BIN/python" -m breakout_dqn.training.run_directory newest-checkpoint "$1" 2>/dev/null | sed -n 2p || true
+}
+
+if [ "${1:-}" = --list ]; then
+  for entry in "${QUEUE[@]}"; do
+    IFS='|' read -r name steps flags <<< "$entry"
+    step=$(newest_step "$RUNS/$name"); step=${step:-0}
+    state="$step of $steps agent steps"
+    [ -f "results/$name/eval.json" ] && [ "$step" -ge "$steps" ] && state="done ($state; results/$name)"
+    printf '%-20s %s   (%s)\n' "$name" "$state" "$flags"
+  done
+  exit 0
+fi
+
+record() {  # results/<name>/: the run's record, never checkpoints or replay
+  local run=$1 out=$2
+  mkdir -p "$out"
+  cp "$run/config.json" "$run/metrics.jsonl" "$run/eval.json" "$out/"
+  "$BIN/breakout-dqn" plot "$run" --out "$out/learning_curve.png"
+}
+
+for entry in "${QUEUE[@]}"; do
+  IFS='|' read -r name steps flags <<< "$entry"
+  run="$RUNS/$name"
+  echo "== $(date -u +%FT%TZ) $name: $steps agent steps ($flags)"
+  # shellcheck disable=SC2086  # flags are words
+  if ! "$BIN/breakout-dqn" train --out "$run" --auto-resume --steps "$steps" $flags; then
+    echo "== $name stopped before $steps steps (signal or error): run this script again to continue" >&2
+    exit 1
+  fi
+  step=$(newest_step "$run")
+  if [ "${step:-0}" -lt "$steps" ]; then
+    echo "== $name stopped at ${step:-0} of $steps steps: run this script again to continue" >&2
+    exit 1
+  fi
+  record "$run" "results/$name"
+  case $name in ablation-*) rm -rf "$run/replay" ;; esac
+  echo "== $name done: results/$name"
+done
+echo "== queue done"
