@@ -10,11 +10,13 @@
 # the queue stops behind it. A finished run's record (config, metrics.jsonl, eval.json, learning
 # curve) is copied to results/<name>/; an ablation's replay is then deleted (~7 GB each; its
 # checkpoints stay). All runs use seed 1, the seed of results/cleanrl-1m, so that each differs from
-# `default` in one setting only.
+# `default` in one setting only. Env: QUEUE_FILE (lines "name|steps|flags" instead of the queue
+# below), RUNS (where the run directories go), RESULTS (where the records go), BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RUNS=${RUNS:-runs}
+RESULTS=${RESULTS:-results}
 
 # name | steps | flags (one change at a time against default-s1)
 QUEUE=(
@@ -25,17 +27,20 @@ QUEUE=(
   "ablation-dueling|1000000|--preset default --seed 1 --dueling"
   "ablation-target8k|1000000|--preset default --seed 1 --target-update 8000"
 )
+if [ -n "${QUEUE_FILE:-}" ]; then
+  mapfile -t QUEUE < <(grep -Ev '^[[:space:]]*(#|$)' "$QUEUE_FILE")
+fi
 
 newest_step() {  # the run's newest checkpoint step, or 0
-  "$BIN/python" -m breakout_dqn.training.run_directory newest-checkpoint "$1" 2>/dev/null | sed -n 2p || true
+  "$BIN/python" -m breakout_dqn.training.run_directory newest-step "$1" 2>/dev/null || echo 0
 }
 
 if [ "${1:-}" = --list ]; then
   for entry in "${QUEUE[@]}"; do
     IFS='|' read -r name steps flags <<< "$entry"
-    step=$(newest_step "$RUNS/$name"); step=${step:-0}
+    step=$(newest_step "$RUNS/$name")
     state="$step of $steps agent steps"
-    [ -f "results/$name/eval.json" ] && [ "$step" -ge "$steps" ] && state="done ($state; results/$name)"
+    if [ -f "$RESULTS/$name/eval.json" ] && [ "$step" -ge "$steps" ]; then state="done ($state; $RESULTS/$name)"; fi
     printf '%-20s %s   (%s)\n' "$name" "$state" "$flags"
   done
   exit 0
@@ -58,12 +63,14 @@ for entry in "${QUEUE[@]}"; do
     exit 1
   fi
   step=$(newest_step "$run")
-  if [ "${step:-0}" -lt "$steps" ]; then
-    echo "== $name stopped at ${step:-0} of $steps steps: run this script again to continue" >&2
+  if [ "$step" -lt "$steps" ]; then
+    echo "== $name stopped at $step of $steps steps: run this script again to continue" >&2
     exit 1
   fi
-  record "$run" "results/$name"
-  case $name in ablation-*) rm -rf "$run/replay" ;; esac
-  echo "== $name done: results/$name"
+  if [ ! -f "$RESULTS/$name/eval.json" ]; then
+    record "$run" "$RESULTS/$name"
+    case $name in ablation-*) rm -rf "$run/replay" ;; esac
+  fi
+  echo "== $name done: $RESULTS/$name"
 done
 echo "== queue done"

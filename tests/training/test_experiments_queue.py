@@ -1,0 +1,93 @@
+"""scripts/experiments.sh: runs a queue of --auto-resume runs in order, stops behind one that stopped
+short, continues where it stopped when started again, and records each finished run once."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "experiments.sh"
+
+# A stand-in for breakout-dqn: `train` writes the run directory's files and a checkpoint at --steps
+# (or at $STUB_STOP_AT, like a run stopped by SIGTERM, exit 0); `plot` writes its PNG.
+STUB = f"""#!{sys.executable}
+import os, sys
+from pathlib import Path
+args = sys.argv[1:]
+with open(os.environ["STUB_LOG"], "a") as log:
+    log.write(" ".join(args) + "\\n")
+if args[0] == "plot":
+    Path(args[args.index("--out") + 1]).write_bytes(b"png")
+    raise SystemExit(0)
+run, steps = Path(args[args.index("--out") + 1]), int(args[args.index("--steps") + 1])
+stop_at = int(os.environ.get("STUB_STOP_AT") or 0)
+reached = min(steps, stop_at) if stop_at else steps
+(run / "checkpoints").mkdir(parents=True, exist_ok=True)
+(run / "replay").mkdir(exist_ok=True)
+(run / "checkpoints" / f"checkpoint-{{reached:012d}}.npz").write_bytes(b"")
+(run / "config.json").write_text("{{}}")
+(run / "metrics.jsonl").write_text(f"{{reached}}\\n")
+if reached >= steps:
+    (run / "eval.json").write_text("{{}}")
+"""
+
+
+@pytest.fixture
+def queue(tmp_path: Path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("breakout-dqn", STUB), ("python", f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    queue_file = tmp_path / "queue.txt"
+    queue_file.write_text("# name|steps|flags\nfirst|1000|--preset pqn --seed 1\n\nablation-x|500|--n-step 3\n")
+    log = tmp_path / "calls.log"
+
+    def run(*args: str, stop_at: int = 0) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, BIN=str(bin_dir), RUNS=str(tmp_path / "runs"), RESULTS=str(tmp_path / "results"),
+                   QUEUE_FILE=str(queue_file), STUB_LOG=str(log), STUB_STOP_AT=str(stop_at))
+        return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60)
+
+    return run, tmp_path, log
+
+
+def test_a_run_stopped_short_stops_the_queue_and_the_next_start_continues_it(queue) -> None:
+    run, root, log = queue
+    stopped = run(stop_at=400)
+    assert stopped.returncode == 1
+    assert "first stopped at 400 of 1000 steps: run this script again" in stopped.stderr
+    assert not (root / "runs" / "ablation-x").exists() and not (root / "results").exists()
+    assert "400 of 1000 agent steps" in run("--list").stdout
+
+    finished = run()
+    assert finished.returncode == 0, finished.stderr
+    trains = [line for line in log.read_text().splitlines() if line.startswith("train")]
+    assert trains == [
+        f"train --out {root}/runs/first --auto-resume --steps 1000 --preset pqn --seed 1",
+        f"train --out {root}/runs/first --auto-resume --steps 1000 --preset pqn --seed 1",
+        f"train --out {root}/runs/ablation-x --auto-resume --steps 500 --n-step 3",
+    ]
+    for name in ("first", "ablation-x"):
+        assert sorted(p.name for p in (root / "results" / name).iterdir()) == [
+            "config.json", "eval.json", "learning_curve.png", "metrics.jsonl"]
+    assert (root / "runs" / "first" / "replay").is_dir()  # kept: a run to continue past its steps
+    assert not (root / "runs" / "ablation-x" / "replay").exists()  # an ablation's replay is deleted
+    assert (root / "runs" / "ablation-x" / "checkpoints").is_dir()
+    listing = run("--list").stdout
+    assert "done (1000 of 1000 agent steps" in listing and "done (500 of 500 agent steps" in listing
+
+
+def test_a_finished_queue_started_again_records_nothing_twice(queue) -> None:
+    run, root, log = queue
+    assert run().returncode == 0
+    record = root / "results" / "first" / "metrics.jsonl"
+    record.write_text("kept\n")
+    again = run()
+    assert again.returncode == 0 and "queue done" in again.stdout
+    assert record.read_text() == "kept\n"
+    assert sum(line.startswith("plot") for line in log.read_text().splitlines()) == 2
