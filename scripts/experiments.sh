@@ -35,11 +35,30 @@ newest_step() {  # the run's newest checkpoint step, or 0
   "$BIN/python" -m breakout_dqn.training.run_directory newest-step "$1" 2>/dev/null || echo 0
 }
 
+last_score() {  # the newest train record's mean of the last 100 training games, if any
+  [ -f "$1/metrics.jsonl" ] || return 0
+  "$BIN/python" - "$1/metrics.jsonl" <<'EOF' 2>/dev/null || true
+import json, sys
+score = None
+for line in open(sys.argv[1]):
+    try:
+        record = json.loads(line)
+    except ValueError:
+        continue
+    if record.get("type") == "train" and record.get("recent_score") is not None:
+        score = record["recent_score"]
+if score is not None:
+    print(f"{score:.1f}")
+EOF
+}
+
 if [ "${1:-}" = --list ]; then
   for entry in "${QUEUE[@]}"; do
     IFS='|' read -r name steps flags <<< "$entry"
     step=$(newest_step "$RUNS/$name")
-    state="$step of $steps agent steps"
+    state="checkpoint at $step of $steps agent steps"
+    score=$(last_score "$RUNS/$name")
+    if [ -n "$score" ]; then state="$state, mean of the last 100 training games $score"; fi
     if [ -f "$RESULTS/$name/eval.json" ] && [ "$step" -ge "$steps" ]; then state="done ($state; $RESULTS/$name)"; fi
     printf '%-20s %s   (%s)\n' "$name" "$state" "$flags"
   done

@@ -62,7 +62,7 @@ def test_a_run_stopped_short_stops_the_queue_and_the_next_start_continues_it(que
     assert stopped.returncode == 1
     assert "first stopped at 400 of 1000 steps: run this script again" in stopped.stderr
     assert not (root / "runs" / "ablation-x").exists() and not (root / "results").exists()
-    assert "400 of 1000 agent steps" in run("--list").stdout
+    assert "checkpoint at 400 of 1000 agent steps" in run("--list").stdout
 
     finished = run()
     assert finished.returncode == 0, finished.stderr
@@ -79,7 +79,8 @@ def test_a_run_stopped_short_stops_the_queue_and_the_next_start_continues_it(que
     assert not (root / "runs" / "ablation-x" / "replay").exists()  # an ablation's replay is deleted
     assert (root / "runs" / "ablation-x" / "checkpoints").is_dir()
     listing = run("--list").stdout
-    assert "done (1000 of 1000 agent steps" in listing and "done (500 of 500 agent steps" in listing
+    assert "done (checkpoint at 1000 of 1000 agent steps" in listing
+    assert "done (checkpoint at 500 of 500 agent steps" in listing
 
 
 def test_a_finished_queue_started_again_records_nothing_twice(queue) -> None:
