@@ -55,9 +55,9 @@ def merge(reports: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
                      "scores": score["scores"]})
     first_name, first = reports[0]
     for name, report in reports[1:]:
-        for key in ("model",):
-            if report.get(key) != first.get(key):
-                raise MergeError(f"{name}: {key} {report.get(key)!r} differs from {first_name}'s {first.get(key)!r}")
+        if report.get("model") != first.get("model"):
+            raise MergeError(f"{name}: model {report.get('model')!r} differs from {first_name}'s "
+                             f"{first.get('model')!r}")
         for key in ("epsilon", "max_frames"):
             if report["score"].get(key) != first["score"].get(key):
                 raise MergeError(f"{name}: {key} {report['score'].get(key)} differs from {first_name}'s "
