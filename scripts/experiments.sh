@@ -38,17 +38,12 @@ newest_step() {  # the run's newest checkpoint step, or 0
 last_score() {  # the newest train record's mean of the last 100 training games, if any
   [ -f "$1/metrics.jsonl" ] || return 0
   "$BIN/python" - "$1/metrics.jsonl" <<'EOF' 2>/dev/null || true
-import json, sys
-score = None
-for line in open(sys.argv[1]):
-    try:
-        record = json.loads(line)
-    except ValueError:
-        continue
-    if record.get("type") == "train" and record.get("recent_score") is not None:
-        score = record["recent_score"]
-if score is not None:
-    print(f"{score:.1f}")
+import sys
+from pathlib import Path
+from breakout_dqn.training.metrics import read_metrics
+scores = [r["recent_score"] for r in read_metrics(Path(sys.argv[1])) if r.get("type") == "train" and r.get("recent_score") is not None]
+if scores:
+    print(f"{scores[-1]:.1f}")
 EOF
 }
 
