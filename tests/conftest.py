@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# What a slow (training, many games) or smoke test weighs against a unit test when ordering files.
+HEAVY_TEST_WEIGHT = 30
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Heaviest test files first (a slow or smoke test weighs ``HEAVY_TEST_WEIGHT`` unit tests).
+
+    The two xdist workers take whole files in this order (``--dist loadfile --no-loadscope-reorder``);
+    xdist's own order, most tests first, left the few-but-long training files to the end, where one
+    worker ran them alone. The sort is stable: a file's tests keep their order.
+    """
+    weight: Counter[Path] = Counter()
+    for item in items:
+        heavy = item.get_closest_marker("slow") or item.get_closest_marker("smoke")
+        weight[item.path] += HEAVY_TEST_WEIGHT if heavy else 1
+    items.sort(key=lambda item: -weight[item.path])
 
 
 @pytest.fixture(scope="session")
