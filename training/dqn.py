@@ -67,6 +67,7 @@ def run(session: RunSession) -> None:
                 learner.sync_target()
             if session.periodic(step, epsilon, checkpoint, replay_size=len(replay)):
                 break
+        session.release_games()
         checkpoint()
     finally:
         sampler.close()

@@ -29,22 +29,50 @@ class EpisodeStats:
         self.lives = int(saved.get("lives", 0))
         self._game_scores = np.zeros(num_envs)
         self._life_rewards = np.zeros(num_envs)
+        # The games of a new piece (a start or a resume) all begin together, so the short ones end
+        # first: released as they end, they would fill the window with the cohort's short games
+        # (a PQN run's mean of 84 read 28 after a resume, over 128 games). Until every slot has
+        # ended its first game, ended games are held; then the later ones are released, and the first
+        # game of each slot last (in slot order): one game per slot, a sample not biased by length.
+        self._first_pending = np.ones(num_envs, dtype=bool)
+        self._held_first: dict[int, tuple[float, int]] = {}
+        self._held_later: list[tuple[float, int]] = []
 
     def record(self, step: StepResult) -> list[tuple[float, int]]:
-        """Account for one vector step; return (score, frames) of each game it finished."""
+        """Account for one vector step; return (score, frames) of each game it enters into the window."""
         self._game_scores += step.rewards
         self._life_rewards += np.sign(step.rewards)
         for index in np.flatnonzero(step.terminal):
             self.recent_life_rewards.append(float(self._life_rewards[index]))
             self._life_rewards[index] = 0.0
             self.lives += 1
-        finished = []
+        ended = []
         for index in np.flatnonzero(step.game_over):
-            finished.append((float(self._game_scores[index]), int(step.frames_in_game[index])))
-            self.recent_scores.append(float(self._game_scores[index]))
+            game = (float(self._game_scores[index]), int(step.frames_in_game[index]))
             self._game_scores[index] = 0.0
             self.games += 1
-        return finished
+            if self._first_pending[index]:
+                self._first_pending[index] = False
+                self._held_first[int(index)] = game
+            elif self._held_first:
+                self._held_later.append(game)
+            else:
+                ended.append(game)
+        released = self.release() if self._held_first and not self._first_pending.any() else []
+        self.recent_scores.extend(score for score, _ in ended)
+        return released + ended
+
+    def release(self) -> list[tuple[float, int]]:
+        """The held games, later ones first, then one per slot in slot order; nothing is held after.
+
+        ``record`` calls it when the first game of every slot has ended; call it when a piece stops
+        (before its final checkpoint) so that no ended game goes unrecorded.
+        """
+        games = self._held_later + [self._held_first[index] for index in sorted(self._held_first)]
+        self._held_first, self._held_later = {}, []
+        self._first_pending[:] = False
+        self.recent_scores.extend(score for score, _ in games)
+        return games
 
     @property
     def recent_score(self) -> float | None:

@@ -98,6 +98,7 @@ def run(session: RunSession) -> None:
                 seconds = dict.fromkeys(seconds, 0.0)
             if session.periodic(start, epsilon_at(config, state.step), checkpoint, **timing):
                 break
+        session.release_games()
         checkpoint()
     finally:
         session.close()

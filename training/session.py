@@ -112,9 +112,16 @@ class RunSession:
 
     def record(self, result: atari.StepResult, step: int) -> None:
         """Account for one vector step taken at agent step ``step``."""
-        for score, frames in self.stats.record(result):
-            self.logger.log("game", step + self.config.num_envs, score=score, frames_in_game=frames)
+        self._log_games(self.stats.record(result), step + self.config.num_envs)
         self.progress.update(self.config.num_envs)
+
+    def release_games(self) -> None:
+        """Record the games ``EpisodeStats`` still holds; the loops call it before their last checkpoint."""
+        self._log_games(self.stats.release(), self.state.step)
+
+    def _log_games(self, games: list[tuple[float, int]], step: int) -> None:
+        for score, frames in games:
+            self.logger.log("game", step, score=score, frames_in_game=frames)
 
     def periodic(self, before: int, epsilon: float, checkpoint: Callable[[], None], **extra: Any) -> bool:
         """Log, evaluate and checkpoint when their periods fall in ``(before, step]``; True = stop (solved)."""

@@ -99,6 +99,7 @@ def test_the_stepper_presses_fire_after_a_lost_life_and_marks_the_autoreset_step
 
     stats = EpisodeStats(2)
     finished = [stats.record(step) for step in steps]
-    assert finished == [[], [(4.0, 8)], [], [(1.0, 16)]]  # (raw score, frames) of each finished game
+    assert finished == [[], [], [], []]  # held until env 0 ends its first game (tests/training/test_episodes.py)
+    assert stats.release() == [(1.0, 16), (4.0, 8)]  # (raw score, frames): env 1's second game, then its first
     assert list(stats.recent_life_rewards) == [1.0, 1.0, 1.0]  # clipped reward per ended life
     assert stats.games == 2 and stats.lives == 3 and stats.recent_score == 2.5
