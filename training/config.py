@@ -164,6 +164,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # grad-norm clip 10, LayerNorm network, epsilon 1.0 -> 0.001 over the first 1M agent steps (10% of
     # its 10M), MSE loss. Per agent step: one acting pass and two training passes (a third of DQN's
     # network work at one update of 32 per 4 steps, counting the target and backward passes).
+    # Measured here (seed 1, results/pqn-s1/): a mean of the last 100 training games of 179.9 at 3M
+    # agent steps in 4.76 CPU-hours, where `cleanrl` needs 7.5 CPU-hours for 79.7 at 1M; the shipped agent.
     "pqn": {
         "algorithm": "pqn",
         "steps": 10_000_000,
