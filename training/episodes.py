@@ -31,7 +31,7 @@ class EpisodeStats:
         self._life_rewards = np.zeros(num_envs)
         # The games of a new piece (a start or a resume) all begin together, so the short ones end
         # first: released as they end, they would fill the window with the cohort's short games
-        # (a PQN run's mean of 84 read 28 after a resume, over 128 games). Until every slot has
+        # (a PQN run's mean of 84 read 27 after a resume, over 128 games). Until every slot has
         # ended its first game, ended games are held; then the later ones are released, and the first
         # game of each slot last (in slot order): one game per slot, a sample not biased by length.
         self._first_pending = np.ones(num_envs, dtype=bool)
