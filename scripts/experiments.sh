@@ -10,22 +10,28 @@
 # the queue stops behind it. A finished run's record (config, metrics.jsonl, eval.json, learning
 # curve) is copied to results/<name>/; an ablation's replay is then deleted (~7 GB each; its
 # checkpoints stay). All runs use seed 1, the seed of results/cleanrl-1m, so that each differs from
-# `default` in one setting only. Env: QUEUE_FILE (lines "name|steps|flags" instead of the queue
-# below), RUNS (where the run directories go), RESULTS (where the records go), BIN.
+# `default` in one setting only. A run may appear twice: an entry with a fourth field records the
+# run when it reaches that entry's steps under that name (default-s1 at 1M, the ablations' baseline,
+# as results/default-s1-1m), and a later entry continues it. An entry whose record exists and whose
+# run reached its steps is skipped. Env: QUEUE_FILE (lines "name|steps|flags[|record]" instead of
+# the queue below), RUNS (where the run directories go), RESULTS (where the records go), BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RUNS=${RUNS:-runs}
 RESULTS=${RESULTS:-results}
 
-# name | steps | flags (one change at a time against default-s1)
+# name | steps | flags (one change at a time against default-s1) [| record name, default: name]
+# The ablations come before default-s1 goes on to 3M: they decide what `default` is (should one
+# change it, the last entry becomes a new run of the new default rather than default-s1 continued).
 QUEUE=(
   "pqn-s1|3000000|--preset pqn --seed 1"                              # PQN vs DQN per CPU-hour
-  "default-s1|3000000|--preset default --seed 1"                      # the default, to 3M: the 100 and 250 targets
+  "default-s1|1000000|--preset default --seed 1|default-s1-1m"        # the ablations' baseline at 1M
   "ablation-nstep3|1000000|--preset default --seed 1 --n-step 3"
   "ablation-double|1000000|--preset default --seed 1 --double-dqn"
   "ablation-dueling|1000000|--preset default --seed 1 --dueling"
   "ablation-target8k|1000000|--preset default --seed 1 --target-update 8000"
+  "default-s1|3000000|--preset default --seed 1"                      # the default, to 3M: the 100 and 250 targets
 )
 if [ -n "${QUEUE_FILE:-}" ]; then
   mapfile -t QUEUE < <(grep -Ev '^[[:space:]]*(#|$)' "$QUEUE_FILE")
@@ -49,13 +55,14 @@ EOF
 
 if [ "${1:-}" = --list ]; then
   for entry in "${QUEUE[@]}"; do
-    IFS='|' read -r name steps flags <<< "$entry"
+    IFS='|' read -r name steps flags label <<< "$entry"
+    label=${label:-$name}
     step=$(newest_step "$RUNS/$name")
     state="checkpoint at $step of $steps agent steps"
     score=$(last_score "$RUNS/$name")
     if [ -n "$score" ]; then state="$state, mean of the last 100 training games $score"; fi
-    if [ -f "$RESULTS/$name/eval.json" ] && [ "$step" -ge "$steps" ]; then state="done ($state; $RESULTS/$name)"; fi
-    printf '%-20s %s   (%s)\n' "$name" "$state" "$flags"
+    if [ -f "$RESULTS/$label/eval.json" ] && [ "$step" -ge "$steps" ]; then state="done ($state; $RESULTS/$label)"; fi
+    printf '%-20s %s   (%s)\n' "$label" "$state" "$flags"
   done
   exit 0
 fi
@@ -68,9 +75,14 @@ record() {  # results/<name>/: the run's record, never checkpoints or replay
 }
 
 for entry in "${QUEUE[@]}"; do
-  IFS='|' read -r name steps flags <<< "$entry"
+  IFS='|' read -r name steps flags label <<< "$entry"
+  label=${label:-$name}
   run="$RUNS/$name"
-  echo "== $(date -u +%FT%TZ) $name: $steps agent steps ($flags)"
+  if [ -f "$RESULTS/$label/eval.json" ] && [ "$(newest_step "$run")" -ge "$steps" ]; then
+    echo "== $label: done ($RESULTS/$label)"
+    continue
+  fi
+  echo "== $(date -u +%FT%TZ) $label: $steps agent steps ($flags)"
   # shellcheck disable=SC2086  # flags are words
   if ! "$BIN/breakout-dqn" train --out "$run" --auto-resume --steps "$steps" $flags; then
     echo "== $name stopped before $steps steps (signal or error): run this script again to continue" >&2
@@ -81,10 +93,10 @@ for entry in "${QUEUE[@]}"; do
     echo "== $name stopped at $step of $steps steps: run this script again to continue" >&2
     exit 1
   fi
-  if [ ! -f "$RESULTS/$name/eval.json" ]; then
-    record "$run" "$RESULTS/$name"
+  if [ ! -f "$RESULTS/$label/eval.json" ]; then
+    record "$run" "$RESULTS/$label"
     case $name in ablation-*) rm -rf "$run/replay" ;; esac
   fi
-  echo "== $name done: $RESULTS/$name"
+  echo "== $label done: $RESULTS/$label"
 done
 echo "== queue done"

@@ -91,4 +91,28 @@ def test_a_finished_queue_started_again_records_nothing_twice(queue) -> None:
     again = run()
     assert again.returncode == 0 and "queue done" in again.stdout
     assert record.read_text() == "kept\n"
-    assert sum(line.startswith("plot") for line in log.read_text().splitlines()) == 2
+    calls = log.read_text().splitlines()
+    assert sum(line.startswith("plot") for line in calls) == 2
+    assert sum(line.startswith("train") for line in calls) == 2  # finished entries are skipped, not rerun
+    assert "== first: done" in again.stdout
+
+
+def test_a_run_recorded_part_way_under_a_second_name_is_continued_by_a_later_entry(queue) -> None:
+    run, root, log = queue
+    (root / "queue.txt").write_text("base|1000|--seed 1|base-1k\nablation-x|500|--n-step 3\nbase|3000|--seed 1\n")
+    stopped = run(stop_at=2000)  # base reaches 1000 and the ablation 500; then base stops at 2000
+    assert stopped.returncode == 1 and "base stopped at 2000 of 3000 steps" in stopped.stderr
+    assert (root / "results" / "base-1k" / "metrics.jsonl").read_text() == "1000\n"
+    assert not (root / "results" / "base").exists()
+    assert (root / "runs" / "base" / "replay").is_dir()  # not an ablation: kept to go on
+    listing = run("--list").stdout.splitlines()
+    assert listing[0].startswith("base-1k") and "done (checkpoint at 2000 of 1000 agent steps" in listing[0]
+    assert listing[2].startswith("base ") and "checkpoint at 2000 of 3000 agent steps" in listing[2]
+
+    finished = run()
+    assert finished.returncode == 0, finished.stderr
+    assert (root / "results" / "base" / "metrics.jsonl").read_text() == "3000\n"
+    assert (root / "results" / "base-1k" / "metrics.jsonl").read_text() == "1000\n"  # not overwritten
+    trains = [line.split(" --auto-resume ")[1] for line in log.read_text().splitlines() if line.startswith("train")]
+    assert trains == ["--steps 1000 --seed 1", "--steps 500 --n-step 3", "--steps 3000 --seed 1",
+                      "--steps 3000 --seed 1"]
