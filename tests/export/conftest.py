@@ -11,28 +11,40 @@ import numpy as np
 import pytest
 
 from tests.export.helpers import EVAL_MEAN, TRAIN_STEPS, perturb_onnx
+from tests.xdist_once import built_once
 
 
 @pytest.fixture(scope="session")
 def run_dir(keras_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished training run: model.keras, config.json, eval.json (newer than the model)."""
-    run = tmp_path_factory.mktemp("run")
-    shutil.copy(keras_model_path, run / "model.keras")
-    (run / "config.json").write_text(json.dumps({"steps": TRAIN_STEPS, "dueling": True}))
-    (run / "eval.json").write_text(json.dumps({"mean": EVAL_MEAN, "episodes": 30, "train_agent_steps": TRAIN_STEPS}))
-    return run
+
+    def build() -> str:
+        run = tmp_path_factory.mktemp("run")
+        shutil.copy(keras_model_path, run / "model.keras")
+        (run / "config.json").write_text(json.dumps({"steps": TRAIN_STEPS, "dueling": True}))
+        (run / "eval.json").write_text(json.dumps({"mean": EVAL_MEAN, "episodes": 30,
+                                                   "train_agent_steps": TRAIN_STEPS}))
+        return str(run)
+
+    return Path(built_once(tmp_path_factory, "run", build))
 
 
 @pytest.fixture(scope="session")
-def exported(run_dir: Path) -> dict[str, Any]:
-    """``breakout-dqn export run/model.keras --out run/model.onnx`` with the full default gate (10k stacks)."""
-    from breakout_dqn.export import cli
+def exported(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``breakout-dqn export run/model.keras --out run/model.onnx`` with the full default gate (10k stacks).
 
-    out = run_dir / "model.onnx"
-    code = cli.main([str(run_dir / "model.keras"), "--out", str(out)])
+    Built once for all workers: three test files read it, and it takes about a minute.
+    """
+
+    def build() -> int:
+        from breakout_dqn.export import cli
+
+        return cli.main([str(run_dir / "model.keras"), "--out", str(run_dir / "model.onnx")])
+
+    code = built_once(tmp_path_factory, "export", build)
     report_path = run_dir / "model.parity.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    return {"code": code, "out": out, "report": report, "report_path": report_path}
+    return {"code": code, "out": run_dir / "model.onnx", "report": report, "report_path": report_path}
 
 
 @pytest.fixture(scope="session")
