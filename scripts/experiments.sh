@@ -41,6 +41,10 @@ newest_step() {  # the run's newest checkpoint step, or 0
   "$BIN/python" -m breakout_dqn.training.run_directory newest-step "$1" 2>/dev/null || echo 0
 }
 
+recorded() {  # recorded LABEL STEP STEPS: the entry is done (its record exists, its run reached its steps)
+  [ -f "$RESULTS/$1/eval.json" ] && [ "$2" -ge "$3" ]
+}
+
 last_score() {  # the newest train record's mean of the last 100 training games, if any
   [ -f "$1/metrics.jsonl" ] || return 0
   "$BIN/python" - "$1/metrics.jsonl" <<'EOF' 2>/dev/null || true
@@ -61,7 +65,7 @@ if [ "${1:-}" = --list ]; then
     state="checkpoint at $step of $steps agent steps"
     score=$(last_score "$RUNS/$name")
     if [ -n "$score" ]; then state="$state, mean of the last 100 training games $score"; fi
-    if [ -f "$RESULTS/$label/eval.json" ] && [ "$step" -ge "$steps" ]; then state="done ($state; $RESULTS/$label)"; fi
+    if recorded "$label" "$step" "$steps"; then state="done ($state; $RESULTS/$label)"; fi
     printf '%-20s %s   (%s)\n' "$label" "$state" "$flags"
   done
   exit 0
@@ -78,7 +82,7 @@ for entry in "${QUEUE[@]}"; do
   IFS='|' read -r name steps flags label <<< "$entry"
   label=${label:-$name}
   run="$RUNS/$name"
-  if [ -f "$RESULTS/$label/eval.json" ] && [ "$(newest_step "$run")" -ge "$steps" ]; then
+  if recorded "$label" "$(newest_step "$run")" "$steps"; then
     echo "== $label: done ($RESULTS/$label)"
     continue
   fi
