@@ -27,6 +27,7 @@ RESULTS=${RESULTS:-results}
 QUEUE=(
   "pqn-s1|3000000|--preset pqn --seed 1"                              # PQN vs DQN per CPU-hour
   "default-s1|1000000|--preset default --seed 1|default-s1-1m"        # the ablations' baseline at 1M
+  "pqn-s1|5000000|--preset pqn --seed 1|pqn-s1-5m"                    # the reference agent, still rising at 3M
   "ablation-nstep3|1000000|--preset default --seed 1 --n-step 3"
   "ablation-double|1000000|--preset default --seed 1 --double-dqn"
   "ablation-dueling|1000000|--preset default --seed 1 --dueling"
