@@ -7,19 +7,23 @@
 # Runs one `breakout-dqn train --auto-resume` after another (one at a time: they need both cores),
 # each continuing from its newest checkpoint (and its durable replay) when the queue is started
 # again. SIGTERM the trainer (`pkill -TERM -f "breakout-dqn train"`) to stop: it checkpoints, and
-# the queue stops behind it. A finished run's record (config, metrics.jsonl, eval.json, learning
-# curve) is copied to results/<name>/; an ablation's replay is then deleted (~7 GB each; its
+# the queue stops behind it. A finished run's record goes to results/<name>/: config, metrics.jsonl,
+# eval.json (the trainer's final 30 games), the learning curve, and eval-300.json, a 300-game
+# `breakout-dqn evaluate` of its model (30 games have a standard error of 5-10 points, too wide to
+# tell ablations apart; ~5-10 min). An ablation's replay is then deleted (~7 GB each; its
 # checkpoints stay). All runs use seed 1, the seed of results/cleanrl-1m, so that each differs from
 # `default` in one setting only. A run may appear twice: an entry with a fourth field records the
 # run when it reaches that entry's steps under that name (default-s1 at 1M, the ablations' baseline,
 # as results/default-s1-1m), and a later entry continues it. An entry whose record exists and whose
 # run reached its steps is skipped. Env: QUEUE_FILE (lines "name|steps|flags[|record]" instead of
-# the queue below), RUNS (where the run directories go), RESULTS (where the records go), BIN.
+# the queue below), RUNS (where the run directories go), RESULTS (where the records go), EVAL_GAMES
+# (games in eval-<n>.json; 0: none), BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RUNS=${RUNS:-runs}
 RESULTS=${RESULTS:-results}
+EVAL_GAMES=${EVAL_GAMES:-300}
 
 # name | steps | flags (one change at a time against default-s1) [| record name, default: name]
 # The ablations come before default-s1 goes on to 3M: they decide what `default` is (should one
@@ -75,8 +79,12 @@ fi
 record() {  # results/<name>/: the run's record, never checkpoints or replay
   local run=$1 out=$2
   mkdir -p "$out"
-  cp "$run/config.json" "$run/metrics.jsonl" "$run/eval.json" "$out/"
+  if [ "$EVAL_GAMES" -gt 0 ]; then  # the Nature protocol over many games: what ablations are told apart by
+    "$BIN/breakout-dqn" evaluate "$run/model.keras" --episodes "$EVAL_GAMES" --num-envs 16 \
+      --json "$out/eval-$EVAL_GAMES.json"
+  fi
   "$BIN/breakout-dqn" plot "$run" --out "$out/learning_curve.png"
+  cp "$run/config.json" "$run/metrics.jsonl" "$run/eval.json" "$out/"  # eval.json last: it marks the record done
 }
 
 for entry in "${QUEUE[@]}"; do

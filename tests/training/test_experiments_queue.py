@@ -1,5 +1,6 @@
 """scripts/experiments.sh: runs a queue of --auto-resume runs in order, stops behind one that stopped
-short, continues where it stopped when started again, and records each finished run once."""
+short, continues where it stopped when started again, and records each finished run once, with a
+many-game evaluation of its model."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "experiments.sh"
 
 # A stand-in for breakout-dqn: `train` writes the run directory's files and a checkpoint at --steps
-# (or at $STUB_STOP_AT, like a run stopped by SIGTERM, exit 0); `plot` writes its PNG.
+# (or at $STUB_STOP_AT, like a run stopped by SIGTERM, exit 0); `plot` writes its PNG; `evaluate`
+# writes its JSON (or fails, exit 1, with $STUB_EVAL_FAILS set: killed half-way).
 STUB = f"""#!{sys.executable}
 import os, sys
 from pathlib import Path
@@ -23,6 +25,11 @@ with open(os.environ["STUB_LOG"], "a") as log:
     log.write(" ".join(args) + "\\n")
 if args[0] == "plot":
     Path(args[args.index("--out") + 1]).write_bytes(b"png")
+    raise SystemExit(0)
+if args[0] == "evaluate":
+    if os.environ.get("STUB_EVAL_FAILS"):
+        raise SystemExit(1)
+    Path(args[args.index("--json") + 1]).write_text(args[args.index("--episodes") + 1])
     raise SystemExit(0)
 run, steps = Path(args[args.index("--out") + 1]), int(args[args.index("--steps") + 1])
 stop_at = int(os.environ.get("STUB_STOP_AT") or 0)
@@ -48,9 +55,10 @@ def queue(tmp_path: Path):
     queue_file.write_text("# name|steps|flags\nfirst|1000|--preset pqn --seed 1\n\nablation-x|500|--n-step 3\n")
     log = tmp_path / "calls.log"
 
-    def run(*args: str, stop_at: int = 0) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, stop_at: int = 0, eval_fails: bool = False) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, BIN=str(bin_dir), RUNS=str(tmp_path / "runs"), RESULTS=str(tmp_path / "results"),
-                   QUEUE_FILE=str(queue_file), STUB_LOG=str(log), STUB_STOP_AT=str(stop_at))
+                   QUEUE_FILE=str(queue_file), STUB_LOG=str(log), STUB_STOP_AT=str(stop_at),
+                   STUB_EVAL_FAILS="1" if eval_fails else "")
         return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60)
 
     return run, tmp_path, log
@@ -74,7 +82,8 @@ def test_a_run_stopped_short_stops_the_queue_and_the_next_start_continues_it(que
     ]
     for name in ("first", "ablation-x"):
         assert sorted(p.name for p in (root / "results" / name).iterdir()) == [
-            "config.json", "eval.json", "learning_curve.png", "metrics.jsonl"]
+            "config.json", "eval-300.json", "eval.json", "learning_curve.png", "metrics.jsonl"]
+        assert (root / "results" / name / "eval-300.json").read_text() == "300"
     assert (root / "runs" / "first" / "replay").is_dir()  # kept: a run to continue past its steps
     assert not (root / "runs" / "ablation-x" / "replay").exists()  # an ablation's replay is deleted
     assert (root / "runs" / "ablation-x" / "checkpoints").is_dir()
@@ -93,6 +102,7 @@ def test_a_finished_queue_started_again_records_nothing_twice(queue) -> None:
     assert record.read_text() == "kept\n"
     calls = log.read_text().splitlines()
     assert sum(line.startswith("plot") for line in calls) == 2
+    assert sum(line.startswith(f"evaluate {root}/runs/") for line in calls) == 2
     assert sum(line.startswith("train") for line in calls) == 2  # finished entries are skipped, not rerun
     assert "== first: done" in again.stdout
 
@@ -116,3 +126,20 @@ def test_a_run_recorded_part_way_under_a_second_name_is_continued_by_a_later_ent
     trains = [line.split(" --auto-resume ")[1] for line in log.read_text().splitlines() if line.startswith("train")]
     assert trains == ["--steps 1000 --seed 1", "--steps 500 --n-step 3", "--steps 3000 --seed 1",
                       "--steps 3000 --seed 1"]
+
+
+def test_a_record_whose_evaluation_was_cut_short_is_made_again(queue) -> None:
+    run, root, log = queue
+    cut = run(eval_fails=True)  # the session ended during the 300 games
+    assert cut.returncode != 0
+    assert not (root / "results" / "first" / "eval.json").exists()  # the record is not marked done
+    assert "done" not in run("--list").stdout.splitlines()[0]
+    assert not (root / "runs" / "ablation-x").exists()
+
+    finished = run()
+    assert finished.returncode == 0, finished.stderr
+    assert (root / "results" / "first" / "eval-300.json").read_text() == "300"
+    assert (root / "results" / "first" / "eval.json").is_file()
+    evaluations = [line for line in log.read_text().splitlines() if line.startswith("evaluate")]
+    assert evaluations[0] == evaluations[1] == (f"evaluate {root}/runs/first/model.keras --episodes 300 "
+                                                f"--num-envs 16 --json {root}/results/first/eval-300.json")
