@@ -105,17 +105,17 @@ class TrainConfig:
 #   steps before learning, no separate random phase, replay 1M, 1M agent steps.
 #   Measured against the previous default (now `rainbow-lite`: Double + dueling + 3-step returns,
 #   target sync 8k, Adam eps 1.5e-4, global clip 10, warm-up 20k): mean of the last 100 training
-#   games at 1M agent steps 93.4 with these settings (80.1 +- 27.7 over 30 evaluation games; seed 1,
+#   games at 1M agent steps 93.4 with these settings (91.5 +- 47.3 over 300 evaluation games; seed 1,
 #   results/default-s1-1m/; an earlier run, ~85, ../shared/NOTES.md) and 79.7 with the `cleanrl`
-#   preset (MSE; 75.7 +- 58.0 over 30 evaluation games; results/cleanrl-1m/),
+#   preset (MSE; 82.9 +- 54.0 over 300 evaluation games; results/cleanrl-1m/),
 #   against 28 for `rainbow-lite` (results/rainbow-lite-3m/metrics.jsonl, the first 1M steps of its
 #   3M-step run; that run also decayed epsilon in 25k steps and refilled its replay at two resumes).
 # - Huber loss (Nature DQN) rather than CleanRL's MSE: the two seed-1 runs (otherwise the same
 #   settings; results/default-s1-1m/vs-cleanrl-steps.png) match to within a point up to 250k, then
 #   Huber runs 3-14 points ahead (last-100 means 14.1 / 14.5 at 250k, 39.5 / 33.6 at 500k, 67.7 /
-#   60.7 at 750k, 93.4 / 79.7 at 1M; 30-game evaluations 80.1 +- 27.7 / 75.7 +- 58.0, within each
-#   other's noise). One seed each: Huber is kept because it measured higher and bounds the gradient
-#   of a rare large TD error, not because the loss is shown to matter.
+#   60.7 at 750k, 93.4 / 79.7 at 1M; 300-game evaluations 91.5 +- 47.3 / 82.9 +- 54.0, about two
+#   combined standard errors apart). One seed each: Huber is kept because it measured higher and
+#   bounds the gradient of a rare large TD error, not because the loss is shown to matter.
 # - 8 envs, one update per 4 agent steps over all of them, batch 32: the Nature DQN replay ratio.
 # Ablations not yet measured one at a time against this baseline: n-step 3, Double DQN, dueling,
 # target period 8k (they ship together as `rainbow-lite`, whose curve is the slower one above).
