@@ -81,7 +81,8 @@ record() {  # results/<name>/: the run's record, never checkpoints or replay
   mkdir -p "$out"
   if [ "$EVAL_GAMES" -gt 0 ]; then  # the Nature protocol over many games: what ablations are told apart by
     "$BIN/breakout-dqn" evaluate "$run/model.keras" --episodes "$EVAL_GAMES" --num-envs 16 \
-      --json "$out/eval-$EVAL_GAMES.json"
+      --json "$out/eval-$EVAL_GAMES.json" \
+      || { echo "== $out: the $EVAL_GAMES-game evaluation stopped: run this script again to record it" >&2; exit 1; }
   fi
   "$BIN/breakout-dqn" plot "$run" --out "$out/learning_curve.png"
   cp "$run/config.json" "$run/metrics.jsonl" "$run/eval.json" "$out/"  # eval.json last: it marks the record done
