@@ -7,11 +7,14 @@ newest checkpoint's step; ``newest-checkpoint RUN`` prints its path, then its st
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,45 @@ class RunDirectory:
     @property
     def curve(self) -> Path:  # `breakout-dqn plot`'s default output
         return self.root / "learning_curve.png"
+
+    @property
+    def lock(self) -> Path:  # flock-ed by the `train` process writing the run; holds its pid
+        return self.root / "train.lock"
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """This process's hold on the run: a second ``train`` into the same ``--out`` is refused while
+        it lasts. The kernel drops the lock when the process dies, even by SIGKILL, so a restarted
+        job never finds a stale one."""
+        created = not self.root.exists()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.lock, "a+")  # noqa: SIM115  (held for the block, closed below)
+        except OSError as error:
+            raise RunDirectoryError(f"--out {self.root} is not writable: {error.strerror or error}") from None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise RunDirectoryError(
+                    f"--out {self.root} is being written by another `breakout-dqn train` (pid {holder}); "
+                    f"wait for it, or stop it (SIGTERM saves a checkpoint) and continue with --resume") from None
+            except OSError as error:  # a filesystem without flock (some network mounts): go on unguarded
+                print(f"warning: cannot lock {self.lock} ({error.strerror or error}): nothing stops a second "
+                      f"`train` from writing this run at the same time", file=sys.stderr, flush=True)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            try:
+                yield
+            except BaseException:
+                if created and [path.name for path in self.root.iterdir()] == [self.lock.name]:
+                    self.lock.unlink()  # a run refused before it wrote anything leaves no directory
+                    self.root.rmdir()
+                raise
 
     def newest_checkpoint(self) -> Path | None:
         found = list_checkpoints(self.checkpoints)

@@ -71,7 +71,7 @@ def test_bad_settings_fail_with_one_line_and_exit_2(tmp_path: Path, flags: list[
     result = run_cli("train", "--out", str(tmp_path / "out"), *flags)
     assert result.returncode == 2
     assert message in one_error_line(result.stderr)
-    assert not (tmp_path / "out" / "model.keras").exists()
+    assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
 def test_unknown_flag_and_unknown_preset_are_usage_errors(tmp_path: Path) -> None:
