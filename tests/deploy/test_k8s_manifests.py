@@ -109,6 +109,8 @@ def test_training_job_trains_one_seed_per_completion_index_and_resumes_itself() 
     spec = pod_spec(job)
     assert job["spec"]["completionMode"] == "Indexed"
     assert spec["restartPolicy"] == "OnFailure"
+    # A replacement pod waits for the one still writing its checkpoint (train.lock refuses it otherwise).
+    assert job["spec"]["podReplacementPolicy"] == "Failed"
     train = container(spec, "train")
     mounts = {mount["name"]: mount["mountPath"] for mount in train["volumeMounts"]}
     claims = {volume["name"] for volume in spec["volumes"] if "persistentVolumeClaim" in volume}
