@@ -50,6 +50,26 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+# A piece's games all start together, from at most noop_max + 1 distinct no-op starts, and Breakout
+# without sticky actions is deterministic: at a low epsilon, games that draw the same start play the
+# same game (the 128 first games after a PQN resume at 3.0M agent steps: 38 distinct). So each game
+# slot's first game after a (re)start opens with 0 to RESTART_OPENING_STEPS - 1 uniformly random
+# actions, drawn per slot: a few dozen agent steps per piece, before the ball has fallen once.
+RESTART_OPENING_STEPS = 30
+
+
+class OpeningMoves:
+    """Which game slots still take a random opening action at this vector step (counts the step)."""
+
+    def __init__(self, num_envs: int, rng: np.random.Generator, steps: int = RESTART_OPENING_STEPS):
+        self.left = rng.integers(0, steps, size=num_envs)
+
+    def take(self) -> np.ndarray:
+        opening = self.left > 0
+        self.left = np.maximum(self.left - 1, 0)
+        return opening
+
+
 def epsilon_at(config: TrainConfig, step: int) -> float:
     """Linear decay from ``epsilon_start`` at step 0 to ``epsilon_end`` at ``epsilon_decay_steps``."""
     fraction = min(1.0, step / config.epsilon_decay_steps)
@@ -76,6 +96,7 @@ class RunSession:
         self.state = self._restore() if config.resume else LoopState(learning_starts_at=config.learning_starts)
         save_config(config, self.run.config)
         self.rng = generator(config.seed, self.state.rng_state)  # exploration
+        self.openings = OpeningMoves(config.num_envs, self.rng)
         self.stats = EpisodeStats(config.num_envs, self.state.__dict__)
         from breakout_dqn.training.metrics import MetricsLogger
 
@@ -107,7 +128,9 @@ class RunSession:
         return self.state.step < self.config.steps and not self.stop.requested
 
     def epsilon_greedy(self, greedy: np.ndarray, epsilon: float) -> np.ndarray:
-        explore = self.rng.random(len(greedy)) < epsilon
+        """``greedy`` with probability 1 - epsilon per game, else a random action; random while a
+        slot's restart opening lasts (``OpeningMoves``)."""
+        explore = (self.rng.random(len(greedy)) < epsilon) | self.openings.take()
         return np.where(explore, self.rng.integers(0, contract.NUM_ACTIONS, size=len(greedy)), greedy)
 
     def record(self, result: atari.StepResult, step: int) -> None:
