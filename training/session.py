@@ -96,7 +96,8 @@ class RunSession:
         self.state = self._restore() if config.resume else LoopState(learning_starts_at=config.learning_starts)
         save_config(config, self.run.config)
         self.rng = generator(config.seed, self.state.rng_state)  # exploration
-        self.openings = OpeningMoves(config.num_envs, self.rng)
+        # Their own stream: the exploration stream, and so a fresh run (epsilon ~1 anyway), is unchanged.
+        self.openings = OpeningMoves(config.num_envs, np.random.default_rng([config.seed, self.state.step]))
         self.stats = EpisodeStats(config.num_envs, self.state.__dict__)
         from breakout_dqn.training.metrics import MetricsLogger
 
