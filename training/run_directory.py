@@ -125,14 +125,8 @@ class RunDirectory:
             raise RunDirectoryError(f"unreadable {self.config}: {error}") from None
 
     def prepare(self, resume: bool) -> None:
-        """Create the directory and prove it is writable; refuse to clobber an earlier run."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-probe-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as error:
-            raise RunDirectoryError(f"--out {self.root} is not writable: {error.strerror or error}") from None
+        """Refuse to clobber an earlier run, or to resume none; run inside ``held()``, which creates the
+        directory and proves it writable."""
         if resume and self.newest_checkpoint() is None:
             raise RunDirectoryError(f"--resume: no checkpoint in {self.checkpoints}")
         if not resume and self.holds_run():
