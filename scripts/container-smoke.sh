@@ -63,8 +63,8 @@ step "build: serve target (slim, no TensorFlow)"
 build serve localhost/breakout-dqn-serve:smoke
 step "build: train target"
 build train localhost/breakout-dqn:smoke
-# The previous run's images lost their :smoke tags to these: drop them (~2.8 GB a run, which
-# filled this project's 250 GB disk after a day of CI runs). Tagged images, the base included, stay.
+# The previous run's images lost their :smoke tags to these: drop them (~2.8 GB a run; 38 GB of
+# them had gathered on a developer machine after a day of CI runs). Tagged images, the base included, stay.
 podman image prune --force >/dev/null
 podman run --rm --entrypoint python localhost/breakout-dqn-serve:smoke -c \
   "import importlib.util as u, sys; sys.exit(1 if u.find_spec('tensorflow') else 0)" \
