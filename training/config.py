@@ -166,8 +166,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # grad-norm clip 10, LayerNorm network, epsilon 1.0 -> 0.001 over the first 1M agent steps (10% of
     # its 10M), MSE loss. Per agent step: one acting pass and two training passes (a third of DQN's
     # network work at one update of 32 per 4 steps, counting the target and backward passes).
-    # Measured here (seed 1, results/pqn-s1/): a mean of the last 100 training games of 179.9 at 3M
-    # agent steps in 4.76 CPU-hours, where `cleanrl` needs 7.5 CPU-hours for 79.7 at 1M; the shipped agent.
+    # Measured here (seed 1): a mean of the last 100 training games of 179.9 at 3M agent steps in
+    # 4.76 CPU-hours (results/pqn-s1/) and 348.8 at 5M in 8.0 (results/pqn-s1-5m/, the shipped
+    # agent), where `default` needs 5.95 CPU-hours for 93.4 at 1M (results/default-s1-1m/).
     "pqn": {
         "algorithm": "pqn",
         "steps": 10_000_000,
