@@ -47,11 +47,14 @@ def test_evaluate_rejects_a_missing_model_with_one_line(tmp_path) -> None:
     (["verify", str(SHIPPED), "--min-score", "1", "--episodes", "1"], ("gymnasium", "ale_py"), "game"),
 ])
 def test_a_subcommand_missing_its_extra_says_what_to_install(command: list[str], blocked: tuple[str, ...],
-                                                              extra: str) -> None:
-    """As in the slim serve image, which has no TensorFlow and no emulator: one line, exit 2, no traceback."""
+                                                              extra: str, tmp_path) -> None:
+    """As in the slim serve image, which has no TensorFlow and no emulator: one line, exit 2, no traceback,
+    and nothing written (a refused `train` leaves no run directory behind)."""
     block = "".join(f"sys.modules[{name!r}] = None; " for name in blocked)  # import fails: ModuleNotFoundError
     script = f"import sys; {block}from breakout_dqn import cli; sys.exit(cli.main(sys.argv[1:]))"
-    result = subprocess.run([sys.executable, "-c", script, *command], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script, *command], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
+    assert list(tmp_path.iterdir()) == []
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert f"breakout-dqn {command[0]}: error: needs the Python package" in result.stderr
