@@ -54,8 +54,8 @@ def test_a_subcommand_missing_its_extra_says_what_to_install(command: list[str],
     script = f"import sys; {block}from breakout_dqn import cli; sys.exit(cli.main(sys.argv[1:]))"
     result = subprocess.run([sys.executable, "-c", script, *command], capture_output=True, text=True, timeout=120,
                             cwd=tmp_path)
-    assert list(tmp_path.iterdir()) == []
     assert result.returncode == 2, result.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
     assert "Traceback" not in result.stderr
     assert f"breakout-dqn {command[0]}: error: needs the Python package" in result.stderr
     assert f"pip install 'breakout-dqn[{extra}]'" in result.stderr
