@@ -1,0 +1,137 @@
+"""The ablation rule (``python -m breakout_dqn.training.ablation``) on hand-made records whose
+verdicts are computed by hand: a clear win joins, a gap inside two combined standard errors or a
+lower training curve stays out, an unfinished run is said to be so, and a bad record is refused."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from breakout_dqn.training import ablation
+
+BASE_CONFIG = {"preset": "default", "seed": 1, "n_step": 1, "double_dqn": False, "out": "runs/default-s1",
+               "steps": 1000, "resume": True}
+
+
+def write_record(root: Path, name: str, *, config: dict | None = None, game_scores: list[float],
+                 final_step: int = 1000, eval_scores: list[float] | None = None,
+                 games_after: list[float] = ()) -> Path:
+    """A record: games evenly spread up to ``final_step`` (then ``games_after`` beyond it), a train
+    record at ``final_step``, and an evaluation of ``eval_scores`` (population std, like evaluate)."""
+    path = root / name
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({**BASE_CONFIG, "out": f"runs/{name}", **(config or {})}))
+    lines = []
+    for index, score in enumerate(game_scores):
+        lines.append({"type": "game", "step": (index + 1) * final_step // len(game_scores), "score": score})
+    for index, score in enumerate(games_after):
+        lines.append({"type": "game", "step": final_step + index + 1, "score": score})
+    lines.append({"type": "train", "step": final_step, "recent_score": None})
+    (path / "metrics.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    if eval_scores is not None:
+        mean = sum(eval_scores) / len(eval_scores)
+        std = math.sqrt(sum((s - mean) ** 2 for s in eval_scores) / len(eval_scores))
+        (path / "eval-300.json").write_text(json.dumps({"episodes": len(eval_scores), "mean": mean, "std": std,
+                                                        "scores": eval_scores}))
+    return path
+
+
+def spread(mean: float, half_width: float, games: int = 300) -> list[float]:
+    """``games`` scores alternating mean +- half_width: that mean, std half_width."""
+    return [mean + (half_width if index % 2 else -half_width) for index in range(games)]
+
+
+@pytest.fixture
+def baseline(tmp_path: Path) -> Path:
+    # Last 100 games: 50 x 80 then 50 x 100 -> 90.0. Evaluation 90 +- 30 over 300 games: SE sqrt(3).
+    return write_record(tmp_path, "baseline", game_scores=[0.0] * 50 + [80.0] * 50 + [100.0] * 50,
+                        eval_scores=spread(90.0, 30.0))
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: Path | str) -> tuple[int, str, str]:
+    status = ablation.main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def row(out: str, name: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith(f"| {name} "))
+
+
+def test_clear_win_joins_and_names_its_one_change(tmp_path, baseline, capsys):
+    better = write_record(tmp_path, "ablation-nstep3", config={"n_step": 3}, game_scores=[95.0] * 100,
+                          eval_scores=spread(100.0, 30.0))
+    status, out, _ = run(capsys, baseline, better)
+    assert status == 0
+    # threshold: 2 * sqrt(3 + 3) = 4.90; gap +10.0 passes, 95.0 >= 90.0.
+    assert row(out, "ablation-nstep3") == ("| ablation-nstep3 | n_step 1 -> 3 | 95.0 | 100.0 +- 1.7 | +10.0 | 4.9 "
+                                           "| joins |")
+    assert row(out, "baseline") == "| baseline | (baseline) | 90.0 | 90.0 +- 1.7 | | | |"
+
+
+def test_gap_inside_two_standard_errors_stays_out(tmp_path, baseline, capsys):
+    close = write_record(tmp_path, "ablation-double", config={"double_dqn": True}, game_scores=[95.0] * 100,
+                         eval_scores=spread(94.0, 30.0))
+    status, out, _ = run(capsys, baseline, close)
+    assert status == 0
+    assert "stays out (evaluation gap +4.0 is not above 4.9)" in row(out, "ablation-double")
+    assert "double_dqn False -> True" in row(out, "ablation-double")
+
+
+def test_lower_training_curve_stays_out_even_with_a_better_evaluation(tmp_path, baseline, capsys):
+    lower = write_record(tmp_path, "ablation-dueling", config={"dueling": True}, game_scores=[89.0] * 100,
+                         eval_scores=spread(120.0, 30.0))
+    _, out, _ = run(capsys, baseline, lower)
+    assert "stays out (last-100 mean 89.0 is below the baseline's 90.0)" in row(out, "ablation-dueling")
+
+
+def test_games_after_the_baseline_step_do_not_count(tmp_path, baseline, capsys):
+    # At step 1000 its last 100 games average 85 (below 90); the 100 games of 500 after it must not lift it.
+    longer = write_record(tmp_path, "ablation-longer", config={"n_step": 3}, game_scores=[85.0] * 100,
+                          games_after=[500.0] * 100, eval_scores=spread(100.0, 30.0))
+    _, out, _ = run(capsys, baseline, longer)
+    assert "| 85.0 |" in row(out, "ablation-longer")
+    assert "stays out" in row(out, "ablation-longer")
+
+
+def test_unfinished_run_is_not_judged(tmp_path, baseline, capsys):
+    partial = write_record(tmp_path, "ablation-partial", config={"n_step": 3}, game_scores=[50.0] * 100,
+                           final_step=400)
+    status, out, _ = run(capsys, baseline, partial)
+    assert status == 0
+    assert row(out, "ablation-partial").endswith(
+        "| not finished (at 400 of 1,000 agent steps, no evaluation yet) |")
+
+
+def test_json_output(tmp_path, baseline, capsys):
+    better = write_record(tmp_path, "ablation-nstep3", config={"n_step": 3}, game_scores=[95.0] * 100,
+                          eval_scores=spread(100.0, 30.0))
+    status, _, _ = run(capsys, baseline, better, "--json", tmp_path / "out.json")
+    assert status == 0
+    (item,) = json.loads((tmp_path / "out.json").read_text())
+    assert item["verdict"] == "joins" and item["changes"] == ["n_step 1 -> 3"]
+    assert item["difference"] == pytest.approx(10.0) and item["threshold"] == pytest.approx(2 * math.sqrt(6))
+
+
+@pytest.mark.parametrize("damage", ["no-eval", "bad-eval", "not-a-record", "missing"])
+def test_bad_baseline_or_record_is_refused_with_one_line(tmp_path, baseline, capsys, damage):
+    other = write_record(tmp_path, "ablation-x", config={"n_step": 3}, game_scores=[95.0] * 100,
+                         eval_scores=spread(100.0, 30.0))
+    if damage == "no-eval":
+        (baseline / "eval-300.json").unlink()
+        expected = "the baseline has no eval-300.json"
+    elif damage == "bad-eval":
+        (other / "eval-300.json").write_text('{"mean": 1')
+        expected = "eval-300.json: not an evaluation record"
+    elif damage == "not-a-record":
+        (other / "metrics.jsonl").unlink()
+        expected = "no metrics.jsonl (not a run's record)"
+    else:
+        other = tmp_path / "nowhere"
+        expected = "nowhere: not a directory"
+    status, out, err = run(capsys, baseline, other)
+    assert status == 2 and out == ""
+    assert expected in err and err.count("\n") == 1

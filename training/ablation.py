@@ -1,0 +1,190 @@
+"""Ablations against their baseline, judged by the rule the README set before their results.
+
+    python -m breakout_dqn.training.ablation results/default-s1-1m results/ablation-*
+
+Each argument is a run's record (``scripts/experiments.sh`` writes them): ``config.json``,
+``metrics.jsonl`` and the many-game evaluation ``eval-300.json``; the first is the baseline. For each
+ablation it prints, as a Markdown table, the settings it changes, the mean of its last 100 training
+games at the baseline's final agent step (games after that step do not count), its evaluation mean
+with the standard error (std / sqrt(games)), the difference from the baseline, and the verdict:
+
+- **joins** ``default``: its evaluation mean beats the baseline's by more than two combined
+  standard errors (sqrt(se_a^2 + se_b^2)), and its last-100 mean is not below the baseline's;
+- **stays out**: either test fails (with one seed each, a smaller gap is not told from noise);
+- **not finished**: its run has not reached the baseline's step, or has no evaluation yet.
+
+Exit status 0 with a table; 2 with a one-line error when the baseline's record is incomplete or a
+directory is not a record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from breakout_dqn.training.metrics import read_metrics
+from breakout_dqn.training.run_directory import PIECE_SETTINGS
+
+PROG = "python -m breakout_dqn.training.ablation"
+WINDOW = 100  # training games in the rolling mean
+STANDARD_ERRORS = 2.0  # how many combined standard errors an evaluation gap must pass
+
+
+class AblationError(ValueError):
+    """A record cannot be compared; the message says which file and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One run's record, reduced to what the rule compares."""
+
+    name: str
+    config: dict[str, Any]
+    final_step: int  # the newest ``train`` record's agent step
+    games: list[tuple[int, float]]  # (agent step, score) of each training game, in order
+    eval_mean: float | None  # None: no evaluation file
+    eval_std: float | None
+    eval_games: int
+
+    @property
+    def standard_error(self) -> float | None:
+        if self.eval_std is None or self.eval_games < 1:
+            return None
+        return self.eval_std / math.sqrt(self.eval_games)
+
+    def last_games_mean(self, step: int, window: int = WINDOW) -> float | None:
+        """Mean score of the last ``window`` training games finished at or before agent ``step``."""
+        scores = [score for game_step, score in self.games if game_step <= step][-window:]
+        return sum(scores) / len(scores) if scores else None
+
+
+def load_record(path: Path, eval_name: str) -> Record:
+    """Read ``path``'s config, metrics and evaluation; the evaluation may be missing (not finished)."""
+    if not path.is_dir():
+        raise AblationError(f"{path}: not a directory")
+    for name in ("config.json", "metrics.jsonl"):
+        if not (path / name).is_file():
+            raise AblationError(f"{path}: no {name} (not a run's record)")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except json.JSONDecodeError as error:
+        raise AblationError(f"{path / 'config.json'}: not JSON ({error})") from None
+    metrics = read_metrics(path / "metrics.jsonl")
+    train_steps = [int(r["step"]) for r in metrics if r.get("type") == "train"]
+    games = [(int(r["step"]), float(r["score"])) for r in metrics if r.get("type") == "game"]
+    eval_mean = eval_std = None
+    eval_games = 0
+    eval_path = path / eval_name
+    if eval_path.is_file():
+        try:
+            evaluation = json.loads(eval_path.read_text())
+            eval_mean, eval_std = float(evaluation["mean"]), float(evaluation["std"])
+            eval_games = int(evaluation["episodes"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise AblationError(f"{eval_path}: not an evaluation record ({error!r})") from None
+    return Record(path.name, config, max(train_steps, default=0), games, eval_mean, eval_std, eval_games)
+
+
+def changed_settings(baseline: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The settings (beyond those that may differ between pieces of a run) ``config`` changes."""
+    keys = sorted((set(baseline) | set(config)) - PIECE_SETTINGS)
+    return [f"{key} {baseline.get(key)!r} -> {config.get(key)!r}" for key in keys
+            if baseline.get(key) != config.get(key)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One ablation against the baseline, at the baseline's final step."""
+
+    name: str
+    changes: list[str]
+    step: int
+    last_mean: float | None
+    eval_mean: float | None
+    standard_error: float | None
+    difference: float | None  # ablation's evaluation mean minus the baseline's
+    threshold: float | None  # STANDARD_ERRORS combined standard errors
+    verdict: str
+
+
+def compare(baseline: Record, ablation: Record) -> Comparison:
+    """Apply the rule to ``ablation``; ``baseline`` must have its evaluation."""
+    assert baseline.eval_mean is not None and baseline.standard_error is not None
+    step = baseline.final_step
+    base_last = baseline.last_games_mean(step)
+    last = ablation.last_games_mean(step)
+    changes = changed_settings(baseline.config, ablation.config)
+    unfinished = []
+    if ablation.final_step < step:
+        unfinished.append(f"at {ablation.final_step:,} of {step:,} agent steps")
+    if ablation.eval_mean is None or ablation.standard_error is None:
+        unfinished.append("no evaluation yet")
+    if unfinished:
+        return Comparison(ablation.name, changes, step, last, ablation.eval_mean, ablation.standard_error,
+                          None, None, "not finished (" + ", ".join(unfinished) + ")")
+    difference = ablation.eval_mean - baseline.eval_mean
+    threshold = STANDARD_ERRORS * math.hypot(ablation.standard_error, baseline.standard_error)
+    reasons = []
+    if difference <= threshold:
+        reasons.append(f"evaluation gap {difference:+.1f} is not above {threshold:.1f}")
+    if last is None or base_last is None or last < base_last:
+        reasons.append(f"last-{WINDOW} mean {_number(last)} is below the baseline's {_number(base_last)}")
+    verdict = "joins" if not reasons else "stays out (" + "; ".join(reasons) + ")"
+    return Comparison(ablation.name, changes, step, last, ablation.eval_mean, ablation.standard_error,
+                      difference, threshold, verdict)
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _mean_and_error(mean: float | None, error: float | None) -> str:
+    return "-" if mean is None or error is None else f"{mean:.1f} +- {error:.1f}"
+
+
+def table(baseline: Record, comparisons: list[Comparison], eval_name: str) -> str:
+    """The Markdown table: the baseline's row, then one row per ablation."""
+    step = baseline.final_step
+    header = (f"| record | changes | last-{WINDOW} mean at {step:,} | {eval_name} mean +- SE | difference "
+              f"| {STANDARD_ERRORS:g} combined SE | verdict |\n|---|---|---|---|---|---|---|")
+    rows = [f"| {baseline.name} | (baseline) | {_number(baseline.last_games_mean(step))} "
+            f"| {_mean_and_error(baseline.eval_mean, baseline.standard_error)} | | | |"]
+    for item in comparisons:
+        rows.append(f"| {item.name} | {'; '.join(item.changes) or '(none)'} | {_number(item.last_mean)} "
+                    f"| {_mean_and_error(item.eval_mean, item.standard_error)} "
+                    f"| {'-' if item.difference is None else f'{item.difference:+.1f}'} "
+                    f"| {_number(item.threshold)} | {item.verdict} |")
+    return "\n".join([header, *rows])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("baseline", type=Path, help="the baseline's record directory (results/default-s1-1m)")
+    parser.add_argument("ablations", type=Path, nargs="+", metavar="ABLATION", help="ablation record directories")
+    parser.add_argument("--eval", default="eval-300.json", dest="eval_name",
+                        help="the evaluation file in each record (default: eval-300.json)")
+    parser.add_argument("--json", type=Path, help="also write the comparisons here as JSON")
+    args = parser.parse_args(argv)
+    try:
+        baseline = load_record(args.baseline, args.eval_name)
+        if baseline.eval_mean is None or baseline.standard_error is None:
+            raise AblationError(f"{args.baseline}: the baseline has no {args.eval_name}")
+        comparisons = [compare(baseline, load_record(path, args.eval_name)) for path in args.ablations]
+    except (AblationError, OSError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    print(table(baseline, comparisons, args.eval_name))
+    if args.json is not None:
+        from breakout_dqn.files import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps([dataclasses.asdict(c) for c in comparisons], indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
