@@ -114,7 +114,10 @@ class Comparison:
 
 def compare(baseline: Record, ablation: Record) -> Comparison:
     """Apply the rule to ``ablation``; ``baseline`` must have its evaluation."""
-    assert baseline.eval_mean is not None and baseline.standard_error is not None
+    base_mean, base_error = baseline.eval_mean, baseline.standard_error
+    if base_mean is None or base_error is None:
+        raise AblationError(f"{baseline.name}: the baseline has no evaluation")
+    mean, error = ablation.eval_mean, ablation.standard_error
     step = baseline.final_step
     base_last = baseline.last_games_mean(step)
     last = ablation.last_games_mean(step)
@@ -122,21 +125,20 @@ def compare(baseline: Record, ablation: Record) -> Comparison:
     unfinished = []
     if ablation.final_step < step:
         unfinished.append(f"at {ablation.final_step:,} of {step:,} agent steps")
-    if ablation.eval_mean is None or ablation.standard_error is None:
+    if mean is None or error is None:
         unfinished.append("no evaluation yet")
-    if unfinished:
-        return Comparison(ablation.name, changes, step, last, ablation.eval_mean, ablation.standard_error,
+    if unfinished or mean is None or error is None:
+        return Comparison(ablation.name, changes, step, last, mean, error,
                           None, None, "not finished (" + ", ".join(unfinished) + ")")
-    difference = ablation.eval_mean - baseline.eval_mean
-    threshold = STANDARD_ERRORS * math.hypot(ablation.standard_error, baseline.standard_error)
+    difference = mean - base_mean
+    threshold = STANDARD_ERRORS * math.hypot(error, base_error)
     reasons = []
     if difference <= threshold:
         reasons.append(f"evaluation gap {difference:+.1f} is not above {threshold:.1f}")
     if last is None or base_last is None or last < base_last:
         reasons.append(f"last-{WINDOW} mean {_number(last)} is below the baseline's {_number(base_last)}")
     verdict = "joins" if not reasons else "stays out (" + "; ".join(reasons) + ")"
-    return Comparison(ablation.name, changes, step, last, ablation.eval_mean, ablation.standard_error,
-                      difference, threshold, verdict)
+    return Comparison(ablation.name, changes, step, last, mean, error, difference, threshold, verdict)
 
 
 def _number(value: float | None, digits: int = 1) -> str:
