@@ -22,6 +22,7 @@ from breakout_dqn.serving.client import AgentClient, GameStream
 from breakout_dqn.serving.game import GameSession, build_stacks
 
 GRAY = np.zeros((210, 160), np.uint8)
+FREED_WITHIN_S = 5.0  # a freed session's handler frames, gone well within this on a loaded machine
 
 
 def wait_until(condition, timeout: float = 10.0) -> None:
@@ -174,17 +175,19 @@ def test_sessions_are_freed_when_they_end_idle_out_or_are_cancelled(onnx_model_p
             with pytest.raises(grpc.RpcError) as caught:  # too many screens: ends that stream only
                 refused.act(np.zeros((contract.MAX_SCREENS_PER_FRAME + 1, 210, 160), np.uint8))
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            wait_until(lambda: servicer.games == 1)
+            wait_until(lambda: servicer.games <= 1)
             # Freed as soon as the handlers return, not whenever grpc lets go of a call's state
-            # (an error raised with context.abort would keep the handler's frames that long).
-            wait_until(lambda: sessions.alive() == 1, timeout=1.0)
+            # (an error raised with context.abort would keep the handler's frames that long, past the
+            # 5 s here while the client's connection stays open). Every session alive is an open game:
+            # the idle one, or none if it has already idled out (a loaded machine can take that long).
+            wait_until(lambda: sessions.alive() == servicer.games, timeout=FREED_WITHIN_S)
             time.sleep(2.0)
             with pytest.raises(grpc.RpcError) as caught:
                 idle.act(GRAY)
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert "no request on this stream for 1.5 s" in caught.value.details()
             wait_until(lambda: servicer.games == 0 and servicer.streams == 0)
-            wait_until(lambda: sessions.alive() == 0, timeout=1.0)
+            wait_until(lambda: sessions.alive() == 0, timeout=FREED_WITHIN_S)
     finally:
         running.stop()
 
