@@ -15,9 +15,10 @@
 # `default` in one setting only. A run may appear twice: an entry with a fourth field records the
 # run when it reaches that entry's steps under that name (default-s1 at 1M, the ablations' baseline,
 # as results/default-s1-1m), and a later entry continues it. An entry whose record exists and whose
-# run reached its steps is skipped. Env: QUEUE_FILE (lines "name|steps|flags[|record]" instead of
-# the queue below), RUNS (where the run directories go), RESULTS (where the records go), EVAL_GAMES
-# (games in eval-<n>.json; 0: none), BIN.
+# run reached its steps is skipped, also when its run directory is gone (a new machine): the
+# record's eval.json names the steps behind it. Env: QUEUE_FILE (lines "name|steps|flags[|record]"
+# instead of the queue below), RUNS (where the run directories go), RESULTS (where the records
+# go), EVAL_GAMES (games in eval-<n>.json; 0: none), BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -46,8 +47,16 @@ newest_step() {  # the run's newest checkpoint step, or 0
   "$BIN/python" -m breakout_dqn.training.run_directory newest-step "$1" 2>/dev/null || echo 0
 }
 
-recorded() {  # recorded LABEL STEP STEPS: the entry is done (its record exists, its run reached its steps)
-  [ -f "$RESULTS/$1/eval.json" ] && [ "$2" -ge "$3" ]
+recorded_step() {  # the agent steps behind a record (its eval.json's train_agent_steps), or 0
+  [ -f "$RESULTS/$1/eval.json" ] || { echo 0; return; }
+  "$BIN/python" -c 'import json, sys; print(int(json.load(open(sys.argv[1])).get("train_agent_steps", 0)))' \
+    "$RESULTS/$1/eval.json" 2>/dev/null || echo 0
+}
+
+recorded() {  # recorded LABEL STEP STEPS: the entry is done (its record exists; its run, or the run
+  # behind the record when the run directory is gone, as on a new machine, reached its steps)
+  [ -f "$RESULTS/$1/eval.json" ] || return 1
+  [ "$2" -ge "$3" ] || [ "$(recorded_step "$1")" -ge "$3" ]
 }
 
 last_score() {  # the newest train record's mean of the last 100 training games, if any

@@ -40,7 +40,7 @@ reached = min(steps, stop_at) if stop_at else steps
 (run / "config.json").write_text("{{}}")
 (run / "metrics.jsonl").write_text(f"{{reached}}\\n")
 if reached >= steps:
-    (run / "eval.json").write_text("{{}}")
+    (run / "eval.json").write_text(f'{{{{"train_agent_steps": {{reached}}}}}}')
 """
 
 
@@ -143,3 +143,23 @@ def test_a_record_whose_evaluation_was_cut_short_is_made_again(queue) -> None:
     evaluations = [line for line in log.read_text().splitlines() if line.startswith("evaluate")]
     assert evaluations[0] == evaluations[1] == (f"evaluate {root}/runs/first/model.keras --episodes 300 "
                                                 f"--num-envs 16 --json {root}/results/first/eval-300.json")
+
+
+def test_a_recorded_entry_is_not_trained_again_when_its_run_directory_is_gone(queue) -> None:
+    run, root, log = queue
+    (root / "queue.txt").write_text("base|1000|--seed 1|base-1k\nablation-x|500|--n-step 3\nbase|3000|--seed 1\n")
+    assert run(stop_at=2000).returncode == 1  # base-1k and ablation-x recorded; base stopped at 2000
+    import shutil
+    shutil.rmtree(root / "runs")  # a new machine: the checkout and its records, no run directories
+    log.write_text("")
+    listing = run("--list").stdout.splitlines()
+    assert "done (checkpoint at 0 of 1000 agent steps" in listing[0]
+    assert "done (checkpoint at 0 of 500 agent steps" in listing[1]
+    assert "done" not in listing[2]  # base to 3000 was never recorded: it starts over
+
+    again = run()
+    assert again.returncode == 0, again.stderr
+    assert "== base-1k: done" in again.stdout and "== ablation-x: done" in again.stdout
+    trains = [line.split(" --auto-resume ")[1] for line in log.read_text().splitlines() if line.startswith("train")]
+    assert trains == ["--steps 3000 --seed 1"]
+    assert (root / "results" / "base-1k" / "eval.json").read_text() == '{"train_agent_steps": 1000}'
