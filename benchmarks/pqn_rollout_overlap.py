@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from breakout_dqn import contract  # noqa: E402
 from breakout_dqn.atari import make_vector_env  # noqa: E402
+from breakout_dqn.training.compute_path import resolved  # noqa: E402
 from breakout_dqn.training.config import resolve  # noqa: E402
 from breakout_dqn.training.learners import build_learner  # noqa: E402
 from breakout_dqn.training.learners.pqn_learner import PQNLearner  # noqa: E402
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = parser.parse_args(argv)
 
-    config = resolve({"preset": "pqn"})
+    config = resolved(resolve({"preset": "pqn"}))  # the path its trainer takes on this CPU (float32 + XLA)
     learner = build_learner(config)
     assert isinstance(learner, PQNLearner)
     env = make_vector_env(config.num_envs, life_loss_info=True)

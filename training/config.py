@@ -74,10 +74,14 @@ class TrainConfig:
         "TD target forced at terminal transitions (unset = the n-step return alone)", default=None)
     # Compute
     precision: str = _flag(
-        "update arithmetic: float32 | bfloat16 (Keras mixed_bfloat16: weights, Q-values and the saved model "
-        "stay float32)", choices=("float32", "bfloat16"), default="float32")
-    xla: bool = _flag("compile the update with XLA (tf.function jit_compile); off = TensorFlow's oneDNN kernels",
-                      default=True)
+        "update arithmetic: auto | float32 | bfloat16 (Keras mixed_bfloat16: weights, Q-values and the saved "
+        "model stay float32). auto = the fastest path measured for this CPU, chosen by each piece of the run: "
+        "DQN on a CPU with AMX-BF16 or AVX512_BF16 -> bfloat16, otherwise float32 (training/compute_path.py)",
+        choices=("auto", "float32", "bfloat16"), default="auto")
+    xla: bool | None = _flag(
+        "compile the update with XLA (tf.function jit_compile); off = TensorFlow's oneDNN kernels; unset = the "
+        "faster of the two for this CPU, chosen by each piece (DQN: oneDNN on CPUs with bfloat16 instructions, "
+        "XLA elsewhere; PQN: XLA)", default=None)
     # Environment
     sticky_actions: float = _flag("repeat_action_probability (0 = the Nature setting)", default=0.0)
     noop_max: int = _flag("up to this many no-op frames at each game start", default=30)
@@ -242,7 +246,7 @@ def build_parser(prog: str = "breakout-dqn train") -> argparse.ArgumentParser:
             parser.add_argument(flag, choices=sorted(PRESETS), help=f.metadata["help"])
         elif f.metadata["choices"]:
             parser.add_argument(flag, choices=f.metadata["choices"], help=help_text)
-        elif isinstance(default, bool):
+        elif isinstance(default, bool) or f.type == "bool | None":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
         elif default is None:
             parser.add_argument(flag, type=float, help=help_text)

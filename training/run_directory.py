@@ -27,6 +27,10 @@ class RunDirectoryError(ValueError):
 
 # Settings that may differ between the pieces of one run (``--auto-resume`` ignores them).
 PIECE_SETTINGS = frozenset({"out", "resume", "auto_resume", "steps", "progress"})
+# How the update is computed, not what it computes (float32 weights on every path): a piece may change
+# it, so --auto-resume does not refuse a run saved with another (an older run's float32 against
+# today's default auto); the run keeps its saved path unless the piece's flags give one.
+COMPUTE_SETTINGS = frozenset({"precision", "xla"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,10 +143,12 @@ class RunDirectory:
                   f"{kept.name}", flush=True)
 
     def differences(self, settings: dict[str, Any]) -> list[str]:
-        """The settings (beyond ``PIECE_SETTINGS``) in which ``settings`` differ from this run's config."""
+        """The settings (beyond ``PIECE_SETTINGS`` and ``COMPUTE_SETTINGS``) in which ``settings`` differ
+        from this run's config."""
         saved = self.saved_config()
+        ignored = PIECE_SETTINGS | COMPUTE_SETTINGS
         return [f"{key}: {saved.get(key)!r} here, {value!r} asked" for key, value in sorted(settings.items())
-                if key not in PIECE_SETTINGS and key in saved and saved[key] != value]
+                if key not in ignored and key in saved and saved[key] != value]
 
 
 def main(argv: list[str]) -> int:

@@ -89,9 +89,12 @@ class RunSession:
         self.run.prepare(config.resume)
         import keras  # deferred: bad flags and pre-flight errors are reported without loading a backend
 
+        from breakout_dqn.training.compute_path import describe, resolved
         from breakout_dqn.training.learners import build_learner
 
         keras.utils.set_random_seed(config.seed)
+        self.compute = describe(resolved(config))  # this piece's path (--precision auto: this CPU's fastest)
+        print(f"compute path: {self.compute} (--precision {config.precision})", flush=True)
         self.learner: Any = build_learner(config)  # the loop's own Learner protocol (DQN or PQN)
         self.state = self._restore() if config.resume else LoopState(learning_starts_at=config.learning_starts)
         save_config(config, self.run.config)
@@ -153,7 +156,8 @@ class RunSession:
         if crossed(before, step, config.log_every):
             record = self.logger.log("train", step, updates=self.state.updates, epsilon=round(epsilon, 5),
                                      **self.meter.take(step), recent_score=self.stats.recent_score,
-                                     running_reward=self.stats.running_reward, games=self.stats.games, **extra)
+                                     running_reward=self.stats.running_reward, games=self.stats.games,
+                                     compute=self.compute, **extra)
             self.progress.set_postfix(eps=f"{epsilon:.3f}", score=record["recent_score"],
                                       sps=record["steps_per_second"], refresh=False)
         if self.stats.solved(config.solved_reward):

@@ -11,7 +11,7 @@ from pathlib import Path
 TINY = ["--steps", "400", "--num-envs", "4", "--learning-starts", "200", "--random-steps", "100",
         "--replay-capacity", "4000", "--eval-every", "0", "--final-eval-episodes", "1", "--log-every", "100",
         "--checkpoint-every", "200", "--target-update", "100", "--no-progress",
-        "--no-xla"]  # the trainer's XLA path is the smoke pipeline's; here it would only add compile time
+        "--no-xla"]  # test_learner compiles XLA (so does the smoke run on a CPU without bf16); here: compile time
 
 
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

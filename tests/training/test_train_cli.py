@@ -39,6 +39,12 @@ def test_train_writes_the_documented_layout_and_a_model_that_loads(tiny_run: Pat
     assert [r["step"] for r in train_records] == [100, 200, 300, 400]
     assert train_records[-1]["updates"] == (400 - 200) // 4
     assert train_records[-1]["loss"] is not None
+    from breakout_dqn.training.compute_path import describe, resolved
+    from breakout_dqn.training.config import load_config
+
+    assert (config["precision"], config["xla"]) == ("auto", False)  # as asked: each piece resolves auto
+    taken = describe(resolved(load_config(tiny_run / "config.json")))  # this CPU's path for it
+    assert {r["compute"] for r in train_records} == {taken}
     evaluation = json.loads((tiny_run / "eval.json").read_text())
     assert evaluation["episodes"] == 1 and evaluation["train_agent_steps"] == 400
     model = load_q_network(tiny_run / "model.keras")

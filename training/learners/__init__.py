@@ -77,7 +77,11 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
 
 
 def make_learner(config: TrainConfig, online: keras.Model, target: keras.Model) -> Learner:
-    """The learner of the active Keras backend, over the given online and target networks."""
+    """The learner of the active Keras backend, over the given online and target networks; an unset
+    ``--xla`` is resolved for this CPU (``compute_path``)."""
+    from breakout_dqn.training.compute_path import resolved
+
+    config = resolved(config)
     backend = keras.backend.backend()
     optimizer = make_optimizer(config)
     if backend == "tensorflow":
@@ -92,8 +96,13 @@ def make_learner(config: TrainConfig, online: keras.Model, target: keras.Model) 
 
 
 def build_learner(config: TrainConfig) -> CheckpointedLearner:
-    """The networks as configured (architecture, precision), then the algorithm's learner."""
+    """The networks as configured (architecture, precision), then the algorithm's learner.
+
+    ``--precision auto`` is resolved here, for the CPU this process runs on (``compute_path``)."""
+    from breakout_dqn.training.compute_path import resolved
     from breakout_dqn.training.model import build_q_network
+
+    config = resolved(config)
 
     def network(name: str) -> keras.Model:
         return build_q_network(dueling=config.dueling, name=name, precision=config.precision,

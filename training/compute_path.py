@@ -1,0 +1,74 @@
+"""The update's compute path (arithmetic, kernels) that runs fastest on this CPU: ``--precision auto``
+and an unset ``--xla``, the defaults.
+
+Measured with ``benchmarks/train_throughput.py --paths`` (one ``cleanrl`` update, batch 32; README
+"Benchmarks"):
+
+- CPUs with bfloat16 instructions (AMX-BF16 or AVX512_BF16): oneDNN beats XLA, and bfloat16 beats
+  float32: bfloat16 + oneDNN 17.0 ms, float32 + oneDNN 24.4, float32 + XLA 35.0 on an Intel Xeon
+  with AMX (results/train_throughput_xeon-amx.json); 14.1, 19.2 and 22.2 ms on the AMD Zen 4 of
+  NOTES.md;
+- CPUs without them: float32 + XLA 35.5 ms, float32 + oneDNN 46.2, bfloat16 (emulated) + XLA 37.7,
+  bfloat16 + oneDNN 216.3 on an AMD Zen 3 (results/train_throughput.json).
+
+bfloat16 is chosen for DQN only, on Keras' TensorFlow backend: that is where its learning curve was
+measured against float32 (results/default-bf16-s1-1m against results/default-s1-1m). PQN keeps
+float32 + XLA, the path of its measured runs, and the JAX backend float32.
+
+The settings stay as asked in the run's config.json (``auto``, ``null``) and each piece of the run
+resolves them on the machine it runs on (``build_learner``), so a run split across machines of
+different kinds takes each one's fastest path; weights, optimizer state and the saved model are
+float32 on every path. The path taken is printed at the start and logged in each ``train`` record
+(``compute``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from breakout_dqn.training.config import TrainConfig
+
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The instruction-set flags of the first CPU in ``cpuinfo``; empty where it cannot be read."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags") and ":" in line:
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def fastest_path(algorithm: str, flags: Iterable[str], precision: str = "auto", xla: bool | None = None,
+                 backend: str | None = None) -> tuple[str, bool]:
+    """``(precision, xla)``: the given settings, with ``auto`` / ``None`` filled in for this CPU."""
+    backend = backend if backend is not None else os.environ.get("KERAS_BACKEND", "tensorflow")
+    bf16_cpu = bool(BF16_FLAGS & set(flags)) and backend == "tensorflow" and algorithm == "dqn"
+    if precision == "auto":
+        precision = "bfloat16" if bf16_cpu else "float32"
+    if xla is None:
+        xla = not bf16_cpu
+    return precision, xla
+
+
+def resolved(config: TrainConfig, flags: Iterable[str] | None = None) -> TrainConfig:
+    """``config`` with ``precision="auto"`` and ``xla=None`` filled in for this CPU (``flags``: /proc/cpuinfo's)."""
+    if config.precision != "auto" and config.xla is not None:
+        return config
+    precision, xla = fastest_path(config.algorithm, cpu_flags() if flags is None else flags,
+                                  config.precision, config.xla)
+    return dataclasses.replace(config, precision=precision, xla=xla)
+
+
+def describe(config: TrainConfig) -> str:
+    """The path a resolved config takes, as logged: ``bfloat16/oneDNN``, ``float32/XLA``."""
+    return f"{config.precision}/{'XLA' if config.xla else 'oneDNN'}"
