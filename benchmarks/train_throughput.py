@@ -6,7 +6,10 @@ temporary directory and its own ``metrics.jsonl`` gives the agent steps/s of the
 update (batch 32, warmed up) is timed too, and the efficiency is steps/s * t_update / train_frequency
 (1.0 = every cycle spent in updates). For PQN the loop's own timers split each rollout into acting
 + games, Q(lambda) targets and training epochs. ``cleanrl`` is the baseline: the same update as
-CleanRL's dqn_atari.py (~100 agent steps/s on a 2-core Zen 4 machine, NOTES.md), run here.
+CleanRL's dqn_atari.py (~100 agent steps/s on a 2-core Zen 4 machine, NOTES.md), run here. Each
+preset runs on its default compute path for this CPU (``--precision auto``: training/compute_path.py),
+named in its row; ``--paths`` adds the isolated update on each path and the ``default`` trainer on
+float32 + XLA against its default path.
 
 Usage: python benchmarks/train_throughput.py [--presets pqn default rainbow-lite] [--dqn-steps 6000]
        [--pqn-steps 32768] [--keras-example-steps 0] [--json results/train_throughput.json]
@@ -69,14 +72,15 @@ def isolated_update_seconds(preset: str, repeats: int = 30, **settings) -> float
     return best
 
 
-def trainer_run(preset: str, steps: int) -> dict:
-    """Run the real trainer; return steps/s over the learning phase after its first log window."""
+def trainer_run(preset: str, steps: int, extra_flags: tuple[str, ...] = ()) -> dict:
+    """Run the real trainer; return steps/s over the learning phase after its first log window, and the
+    compute path it took (its default for this CPU unless ``extra_flags`` give one)."""
     from breakout_dqn.training.config import resolve
 
     algorithm = resolve({"preset": preset}).algorithm
     log_every = LOG_EVERY[algorithm]
     flags = ["--preset", preset, "--steps", str(steps), "--eval-every", "0", "--final-eval-episodes", "1",
-             "--log-every", str(log_every), "--checkpoint-every", str(10 * steps), "--no-progress"]
+             "--log-every", str(log_every), "--checkpoint-every", str(10 * steps), "--no-progress", *extra_flags]
     first_learning_step = 0
     if algorithm == "dqn":
         first_learning_step = WARM_UP_STEPS
@@ -90,7 +94,7 @@ def trainer_run(preset: str, steps: int) -> dict:
     train = [r for r in records if r["type"] == "train" and r["step"] > first_learning_step + log_every]
     seconds = sum(log_every / r["steps_per_second"] for r in train)
     result = {"preset": preset, "algorithm": algorithm, "steps_per_second": len(train) * log_every / seconds,
-              "measured_steps": len(train) * log_every}
+              "measured_steps": len(train) * log_every, "compute": train[-1].get("compute")}
     if algorithm == "pqn":
         phases = {phase: sum(r[f"seconds_{phase}"] for r in train) for phase in ("rollout", "targets", "training")}
         result["phase_ms_per_1000_steps"] = {phase: round(1e6 * value / result["measured_steps"], 1)
@@ -193,7 +197,8 @@ def main() -> None:
     for result in results:
         details = ""
         if "t_update_ms" in result:
-            details = f"update {result['t_update_ms']:.1f} ms, efficiency {result['efficiency']:.2f}"
+            details = (f"{result['compute']}: update {result['t_update_ms']:.1f} ms, "
+                       f"efficiency {result['efficiency']:.2f}")
         if "phase_ms_per_1000_steps" in result:
             phases = result["phase_ms_per_1000_steps"]
             details = ", ".join(f"{phase} {value:.0f} ms" for phase, value in phases.items()) + " per 1,000 steps"
@@ -202,6 +207,13 @@ def main() -> None:
     if args.paths:
         print(f"cpu flags: avx512f={'avx512f' in CPU_FLAGS}, avx512_bf16={'avx512_bf16' in CPU_FLAGS}, "
               f"amx_bf16={'amx_bf16' in CPU_FLAGS}")
+        by_preset = {result["preset"]: result for result in results if "preset" in result}
+        default = by_preset.get("default") or trainer_run("default", args.dqn_steps)
+        fixed = trainer_run("default", args.dqn_steps, ("--precision", "float32", "--xla"))
+        results.append({**fixed, "preset": "default, float32/XLA"})
+        print(f"default trainer on float32/XLA {fixed['steps_per_second']:.1f} agent steps/s; on its default path "
+              f"here ({default['compute']}) {default['steps_per_second']:.1f}: "
+              f"x{default['steps_per_second'] / fixed['steps_per_second']:.2f}")
         reference_ms = results[0]["t_update_ms"]
         for precision, xla in (("float32", True), ("float32", False), ("bfloat16", False), ("bfloat16", True)):
             milliseconds = isolated_update_seconds("cleanrl", precision=precision, xla=xla) * 1000

@@ -12,7 +12,7 @@ Measured with ``benchmarks/train_throughput.py --paths`` (one ``cleanrl`` update
   bfloat16 + oneDNN 216.3 on an AMD Zen 3 (results/train_throughput.json).
 
 bfloat16 is chosen for DQN only, on Keras' TensorFlow backend: that is where its learning curve was
-measured against float32 (results/default-bf16-s1-1m against results/default-s1-1m). PQN keeps
+measured against float32 (results/default-bf16-s1 against results/default-s1-1m). PQN keeps
 float32 + XLA, the path of its measured runs, and the JAX backend float32.
 
 The settings stay as asked in the run's config.json (``auto``, ``null``) and each piece of the run
