@@ -33,10 +33,13 @@ QUEUE=(
   "pqn-s1|3000000|--preset pqn --seed 1"                              # PQN vs DQN per CPU-hour
   "default-s1|1000000|--preset default --seed 1|default-s1-1m"        # the ablations' baseline at 1M
   "pqn-s1|5000000|--preset pqn --seed 1|pqn-s1-5m"                    # the reference agent, still rising at 3M
-  "ablation-nstep3|1000000|--preset default --seed 1 --n-step 3"
+  # bfloat16 + oneDNN (the fastest path on CPUs with AMX-BF16/AVX512_BF16) against default-s1-1m's float32
+  # + XLA: does the cheaper update cost score at 1M? (it decides what --precision auto may choose)
+  "default-bf16-s1|1000000|--preset default --seed 1 --precision bfloat16 --no-xla"
   "ablation-double|1000000|--preset default --seed 1 --double-dqn"
   "ablation-dueling|1000000|--preset default --seed 1 --dueling"
   "ablation-target8k|1000000|--preset default --seed 1 --target-update 8000"
+  "ablation-nstep3|1000000|--preset default --seed 1 --n-step 3"      # last: a partial record reached 975k
   "default-s1|3000000|--preset default --seed 1"                      # the default, to 3M: the 100 and 250 targets
 )
 if [ -n "${QUEUE_FILE:-}" ]; then
