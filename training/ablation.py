@@ -13,6 +13,13 @@ with the standard error (std / sqrt(games)), the difference from the baseline, a
 - **stays out**: either test fails (with one seed each, a smaller gap is not told from noise);
 - **not finished**: its run has not reached the baseline's step, or has no evaluation yet.
 
+A run that changes only how the update is computed (``precision``, ``xla``: the same float32 weights
+and math, other arithmetic) is asked another question, whether the cheaper path costs score:
+
+- **costs no score**: its evaluation mean is not below the baseline's by more than two combined
+  standard errors;
+- **costs score**: it is.
+
 Exit status 0 with a table; 2 with a one-line error when the baseline's record is incomplete or a
 directory is not a record.
 """
@@ -28,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from breakout_dqn.training.metrics import read_metrics
-from breakout_dqn.training.run_directory import PIECE_SETTINGS
+from breakout_dqn.training.run_directory import COMPUTE_SETTINGS, PIECE_SETTINGS
 
 PROG = "python -m breakout_dqn.training.ablation"
 WINDOW = 100  # training games in the rolling mean
@@ -90,11 +97,15 @@ def load_record(path: Path, eval_name: str) -> Record:
     return Record(path.name, config, max(train_steps, default=0), games, eval_mean, eval_std, eval_games)
 
 
-def changed_settings(baseline: dict[str, Any], config: dict[str, Any]) -> list[str]:
+def changed_keys(baseline: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """The settings (beyond those that may differ between pieces of a run) ``config`` changes."""
-    keys = sorted((set(baseline) | set(config)) - PIECE_SETTINGS)
-    return [f"{key} {baseline.get(key)!r} -> {config.get(key)!r}" for key in keys
+    return [key for key in sorted((set(baseline) | set(config)) - PIECE_SETTINGS)
             if baseline.get(key) != config.get(key)]
+
+
+def changed_settings(baseline: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """``changed_keys`` as ``key old -> new``."""
+    return [f"{key} {baseline.get(key)!r} -> {config.get(key)!r}" for key in changed_keys(baseline, config)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +143,11 @@ def compare(baseline: Record, ablation: Record) -> Comparison:
                           None, None, "not finished (" + ", ".join(unfinished) + ")")
     difference = mean - base_mean
     threshold = STANDARD_ERRORS * math.hypot(error, base_error)
+    keys = changed_keys(baseline.config, ablation.config)
+    if keys and set(keys) <= COMPUTE_SETTINGS:  # the cheaper path's question: does it cost score?
+        verdict = (f"costs no score (gap {difference:+.1f} is within -{threshold:.1f})" if difference >= -threshold
+                   else f"costs score (gap {difference:+.1f} is below -{threshold:.1f})")
+        return Comparison(ablation.name, changes, step, last, mean, error, difference, threshold, verdict)
     reasons = []
     if difference <= threshold:
         reasons.append(f"evaluation gap {difference:+.1f} is not above {threshold:.1f}")

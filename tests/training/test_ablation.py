@@ -135,3 +135,19 @@ def test_bad_baseline_or_record_is_refused_with_one_line(tmp_path, baseline, cap
     status, out, err = run(capsys, baseline, other)
     assert status == 2 and out == ""
     assert expected in err and err.count("\n") == 1
+
+
+def test_a_compute_path_change_is_judged_on_whether_it_costs_score(tmp_path, baseline, capsys):
+    # threshold 4.9 (as above): -4.0 is within it, -6.0 is not; the training curve is reported, not judged.
+    same = write_record(tmp_path, "bf16", config={"precision": "bfloat16", "xla": False},
+                        game_scores=[70.0] * 100, eval_scores=spread(86.0, 30.0))
+    worse = write_record(tmp_path, "bf16-worse", config={"precision": "bfloat16"}, game_scores=[95.0] * 100,
+                         eval_scores=spread(84.0, 30.0))
+    mixed = write_record(tmp_path, "bf16-nstep", config={"precision": "bfloat16", "n_step": 3},
+                         game_scores=[95.0] * 100, eval_scores=spread(86.0, 30.0))
+    status, out, _ = run(capsys, baseline, same, worse, mixed)
+    assert status == 0
+    assert row(out, "bf16") == ("| bf16 | precision None -> 'bfloat16'; xla None -> False | 70.0 | 86.0 +- 1.7 "
+                                "| -4.0 | 4.9 | costs no score (gap -4.0 is within -4.9) |")
+    assert "| costs score (gap -6.0 is below -4.9) |" in row(out, "bf16-worse")
+    assert "stays out (evaluation gap -4.0 is not above 4.9)" in row(out, "bf16-nstep")  # not only compute
