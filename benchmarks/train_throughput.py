@@ -8,11 +8,12 @@ update (batch 32, warmed up) is timed too, and the efficiency is steps/s * t_upd
 + games, Q(lambda) targets and training epochs. ``cleanrl`` is the baseline: the same update as
 CleanRL's dqn_atari.py (~100 agent steps/s on a 2-core Zen 4 machine, NOTES.md), run here. Each
 preset runs on its default compute path for this CPU (``--precision auto``: training/compute_path.py),
-named in its row; ``--paths`` adds the isolated update on each path and the ``default`` trainer on
-float32 + XLA against its default path.
+named in its row; ``--paths`` adds the isolated ``cleanrl`` update on each path, ``--trainer-paths``
+each preset's whole trainer on float32 + XLA, float32 + oneDNN and bfloat16 + oneDNN.
 
 Usage: python benchmarks/train_throughput.py [--presets pqn default rainbow-lite] [--dqn-steps 6000]
-       [--pqn-steps 32768] [--keras-example-steps 0] [--json results/train_throughput.json]
+       [--pqn-steps 32768] [--paths] [--trainer-paths] [--keras-example-steps 0]
+       [--json results/train_throughput.json]
 Pause any training run first (SIGSTOP): the figures are only valid on an otherwise idle machine.
 """
 
@@ -43,6 +44,7 @@ def cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+TRAINER_PATHS = (("float32", True), ("float32", False), ("bfloat16", False))  # (precision, xla)
 WARM_UP_STEPS = 1000  # DQN: random steps before learning, kept short
 
 
@@ -177,6 +179,8 @@ def main() -> None:
     parser.add_argument("--keras-example-steps", type=int, default=0, help="the notebook's own loop; 0 = skip")
     parser.add_argument("--paths", action="store_true",
                         help="also time the cleanrl update on each compute path (XLA or oneDNN, float32 or bfloat16)")
+    parser.add_argument("--trainer-paths", action="store_true",
+                        help="also run each preset's trainer on float32/XLA, float32/oneDNN and bfloat16/oneDNN")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     presets = list(dict.fromkeys(["cleanrl", *args.presets]))  # the baseline first
@@ -201,25 +205,31 @@ def main() -> None:
                        f"efficiency {result['efficiency']:.2f}")
         if "phase_ms_per_1000_steps" in result:
             phases = result["phase_ms_per_1000_steps"]
-            details = ", ".join(f"{phase} {value:.0f} ms" for phase, value in phases.items()) + " per 1,000 steps"
+            details = f"{result['compute']}: " + ", ".join(
+                f"{phase} {value:.0f} ms" for phase, value in phases.items()) + " per 1,000 steps"
         print(f"{result['preset']:<14}{result['algorithm']:<10}{result['steps_per_second']:>9.1f}"
               f"{result['steps_per_second'] / baseline:>10.2f}  {details}")
     if args.paths:
         print(f"cpu flags: avx512f={'avx512f' in CPU_FLAGS}, avx512_bf16={'avx512_bf16' in CPU_FLAGS}, "
               f"amx_bf16={'amx_bf16' in CPU_FLAGS}")
-        by_preset = {result["preset"]: result for result in results if "preset" in result}
-        default = by_preset.get("default") or trainer_run("default", args.dqn_steps)
-        fixed = trainer_run("default", args.dqn_steps, ("--precision", "float32", "--xla"))
-        results.append({**fixed, "preset": "default, float32/XLA"})
-        print(f"default trainer on float32/XLA {fixed['steps_per_second']:.1f} agent steps/s; on its default path "
-              f"here ({default['compute']}) {default['steps_per_second']:.1f}: "
-              f"x{default['steps_per_second'] / fixed['steps_per_second']:.2f}")
         reference_ms = results[0]["t_update_ms"]
         for precision, xla in (("float32", True), ("float32", False), ("bfloat16", False), ("bfloat16", True)):
             milliseconds = isolated_update_seconds("cleanrl", precision=precision, xla=xla) * 1000
             results.append({"path": f"{precision}, {'XLA' if xla else 'oneDNN'}", "t_update_ms": milliseconds})
             print(f"cleanrl update, {precision:<8} {'XLA' if xla else 'oneDNN':<7} {milliseconds:6.1f} ms"
                   f"  x{reference_ms / milliseconds:.2f} speed of the default path")
+    if args.trainer_paths:  # the whole trainer, not only its update, on each path
+        for result in [r for r in results if r.get("preset") in args.presets]:
+            steps = args.pqn_steps if result["algorithm"] == "pqn" else args.dqn_steps
+            for precision, xla in TRAINER_PATHS:
+                path = f"{precision}/{'XLA' if xla else 'oneDNN'}"
+                if path == result["compute"]:
+                    continue  # its default path, measured above
+                other = trainer_run(result["preset"], steps, ("--precision", precision, "--xla" if xla else "--no-xla"))
+                results.append({**other, "preset": f"{result['preset']} on {path}"})
+                speed_up = result["steps_per_second"] / other["steps_per_second"]
+                print(f"{result['preset']} trainer on {path:<16}{other['steps_per_second']:7.1f} agent steps/s: "
+                      f"its default path ({result['compute']}) runs x{speed_up:.2f} as fast")
     if args.keras_example_steps:
         example = keras_example_steps_per_second(args.keras_example_steps)
         results.append({"preset": "keras-example notebook loop", "steps_per_second": example})
