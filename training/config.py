@@ -121,6 +121,12 @@ class TrainConfig:
 #   combined standard errors apart). One seed each: Huber is kept because it measured higher and
 #   bounds the gradient of a rare large TD error, not because the loss is shown to matter.
 # - 8 envs, one update per 4 agent steps over all of them, batch 32: the Nature DQN replay ratio.
+# - --precision auto / --xla unset: the fastest measured path for the CPU (training/compute_path.py).
+#   On CPUs with bfloat16 instructions that is bfloat16 + oneDNN, whose run (results/default-bf16-s1/,
+#   an AMX Xeon) scored 87.0 +- 40.9 over 300 evaluation games against float32 + XLA's 91.5 +- 47.3
+#   (gap -4.4, within two combined standard errors, 7.2: no cost by the rule set before it finished),
+#   with a last-100 mean of 83.2 at 1M against 93.4 (level to 600k, then 4-10 points under), in 2.68
+#   CPU-hours against 5.97 (1.49x the float32 + XLA trainer's agent steps/s on the same Xeon).
 # Ablations not yet measured one at a time against this baseline: n-step 3, Double DQN, dueling,
 # target period 8k (they ship together as `rainbow-lite`, whose curve is the slower one above).
 _RAINBOW_LITE: dict[str, Any] = {
