@@ -33,8 +33,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 LOG_EVERY = {"dqn": 1000, "pqn": 4096}
-CPU_FLAGS = set(Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split()) \
-    if Path("/proc/cpuinfo").exists() else set()
 
 
 def cpu_name() -> str:
@@ -210,8 +208,11 @@ def main() -> None:
         print(f"{result['preset']:<14}{result['algorithm']:<10}{result['steps_per_second']:>9.1f}"
               f"{result['steps_per_second'] / baseline:>10.2f}  {details}")
     if args.paths:
-        print(f"cpu flags: avx512f={'avx512f' in CPU_FLAGS}, avx512_bf16={'avx512_bf16' in CPU_FLAGS}, "
-              f"amx_bf16={'amx_bf16' in CPU_FLAGS}")
+        from breakout_dqn.training.compute_path import cpu_flags
+
+        flags = cpu_flags()
+        print(f"cpu flags: avx512f={'avx512f' in flags}, avx512_bf16={'avx512_bf16' in flags}, "
+              f"amx_bf16={'amx_bf16' in flags}")
         reference_ms = results[0]["t_update_ms"]
         for precision, xla in (("float32", True), ("float32", False), ("bfloat16", False), ("bfloat16", True)):
             milliseconds = isolated_update_seconds("cleanrl", precision=precision, xla=xla) * 1000

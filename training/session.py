@@ -93,9 +93,10 @@ class RunSession:
         from breakout_dqn.training.learners import build_learner
 
         keras.utils.set_random_seed(config.seed)
-        self.compute = describe(resolved(config))  # this piece's path (--precision auto: this CPU's fastest)
+        piece = resolved(config)  # this piece's compute path (--precision auto: this CPU's fastest)
+        self.compute = describe(piece)
         print(f"compute path: {self.compute} (--precision {config.precision})", flush=True)
-        self.learner: Any = build_learner(config)  # the loop's own Learner protocol (DQN or PQN)
+        self.learner: Any = build_learner(piece)  # the loop's own Learner protocol (DQN or PQN)
         self.state = self._restore() if config.resume else LoopState(learning_starts_at=config.learning_starts)
         save_config(config, self.run.config)
         self.rng = generator(config.seed, self.state.rng_state)  # exploration
