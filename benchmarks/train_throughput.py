@@ -220,10 +220,12 @@ def main() -> None:
             print(f"cleanrl update, {precision:<8} {'XLA' if xla else 'oneDNN':<7} {milliseconds:6.1f} ms"
                   f"  x{reference_ms / milliseconds:.2f} speed of the default path")
     if args.trainer_paths:  # the whole trainer, not only its update, on each path
+        from breakout_dqn.training.compute_path import path_name
+
         for result in [r for r in results if r.get("preset") in args.presets]:
             steps = args.pqn_steps if result["algorithm"] == "pqn" else args.dqn_steps
             for precision, xla in TRAINER_PATHS:
-                path = f"{precision}/{'XLA' if xla else 'oneDNN'}"
+                path = path_name(precision, xla)  # as the trainer logs it in result["compute"]
                 if path == result["compute"]:
                     continue  # its default path, measured above
                 other = trainer_run(result["preset"], steps, ("--precision", precision, "--xla" if xla else "--no-xla"))

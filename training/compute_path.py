@@ -71,6 +71,11 @@ def resolved(config: TrainConfig, flags: Iterable[str] | None = None) -> TrainCo
     return dataclasses.replace(config, precision=precision, xla=xla)
 
 
+def path_name(precision: str, xla: bool | None) -> str:
+    """A path as logged: ``bfloat16/oneDNN``, ``float32/XLA``."""
+    return f"{precision}/{'XLA' if xla else 'oneDNN'}"
+
+
 def describe(config: TrainConfig) -> str:
-    """The path a resolved config takes, as logged: ``bfloat16/oneDNN``, ``float32/XLA``."""
-    return f"{config.precision}/{'XLA' if config.xla else 'oneDNN'}"
+    """The path a resolved config takes (``path_name``)."""
+    return path_name(config.precision, config.xla)
