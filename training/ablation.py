@@ -20,6 +20,10 @@ and math, other arithmetic) is asked another question, whether the cheaper path 
   standard errors;
 - **costs score**: it is.
 
+A record trained on ``--precision auto`` is compared by the path its pieces took (the ``compute``
+field of its ``train`` records): an ablation run on bfloat16 + oneDNN against
+``results/default-bf16-s1`` changes one setting, not three.
+
 Exit status 0 with a table; 2 with a one-line error when the baseline's record is incomplete or a
 directory is not a record.
 """
@@ -34,6 +38,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from breakout_dqn.training.compute_path import parse_path_name
 from breakout_dqn.training.metrics import read_metrics
 from breakout_dqn.training.run_directory import COMPUTE_SETTINGS, PIECE_SETTINGS
 
@@ -83,6 +88,8 @@ def load_record(path: Path, eval_name: str) -> Record:
         raise AblationError(f"{path / 'config.json'}: not JSON ({error})") from None
     metrics = read_metrics(path / "metrics.jsonl")
     train_steps = [int(r["step"]) for r in metrics if r.get("type") == "train"]
+    config = with_compute_path_taken(config, {str(r["compute"]) for r in metrics
+                                              if r.get("type") == "train" and r.get("compute")})
     games = [(int(r["step"]), float(r["score"])) for r in metrics if r.get("type") == "game"]
     eval_mean = eval_std = None
     eval_games = 0
@@ -95,6 +102,23 @@ def load_record(path: Path, eval_name: str) -> Record:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise AblationError(f"{eval_path}: not an evaluation record ({error!r})") from None
     return Record(path.name, config, max(train_steps, default=0), games, eval_mean, eval_std, eval_games)
+
+
+def with_compute_path_taken(config: dict[str, Any], paths: set[str]) -> dict[str, Any]:
+    """``config`` with ``precision: auto`` / ``xla: null`` replaced by the path its ``train`` records
+    logged (``compute``), so that a run on ``auto`` is compared by the arithmetic it ran. A run whose
+    pieces took different paths keeps ``auto``, followed by the paths."""
+    if config.get("precision", "auto") != "auto" and config.get("xla") is not None:
+        return config
+    if len(paths) == 1:
+        try:
+            precision, xla = parse_path_name(next(iter(paths)))
+        except ValueError:
+            return config
+        return {**config, "precision": precision, "xla": xla}
+    if paths:
+        return {**config, "precision": f"auto ({', '.join(sorted(paths))})"}
+    return config
 
 
 def changed_keys(baseline: dict[str, Any], config: dict[str, Any]) -> list[str]:

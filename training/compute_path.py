@@ -76,6 +76,14 @@ def path_name(precision: str, xla: bool | None) -> str:
     return f"{precision}/{'XLA' if xla else 'oneDNN'}"
 
 
+def parse_path_name(name: str) -> tuple[str, bool]:
+    """``path_name``'s inverse: ``bfloat16/oneDNN`` -> ``("bfloat16", False)``; ValueError otherwise."""
+    precision, _, kernels = name.partition("/")
+    if precision not in ("float32", "bfloat16") or kernels not in ("XLA", "oneDNN"):
+        raise ValueError(f"not a compute path: {name!r}")
+    return precision, kernels == "XLA"
+
+
 def describe(config: TrainConfig) -> str:
     """The path a resolved config takes (``path_name``)."""
     return path_name(config.precision, config.xla)

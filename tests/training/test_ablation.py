@@ -151,3 +151,27 @@ def test_a_compute_path_change_is_judged_on_whether_it_costs_score(tmp_path, bas
                                 "| -4.0 | 4.9 | costs no score (gap -4.0 is within -4.9) |")
     assert "| costs score (gap -6.0 is below -4.9) |" in row(out, "bf16-worse")
     assert "stays out (evaluation gap -4.0 is not above 4.9)" in row(out, "bf16-nstep")  # not only compute
+
+
+def test_a_run_on_auto_is_compared_by_the_path_it_logged(tmp_path, baseline, capsys):
+    # The baseline ran bfloat16/oneDNN explicitly; the ablation ran `auto`, which took the same path on
+    # every piece: only its own change is listed. One that took two paths keeps `auto` and names both.
+    bf16_base = write_record(tmp_path, "bf16-base", config={"precision": "bfloat16", "xla": False},
+                             game_scores=[0.0] * 50 + [80.0] * 50 + [100.0] * 50, eval_scores=spread(90.0, 30.0))
+    same_path = write_record(tmp_path, "ablation-double", config={"double_dqn": True, "precision": "auto",
+                                                                  "xla": None},
+                             game_scores=[95.0] * 100, eval_scores=spread(100.0, 30.0))
+    two_paths = write_record(tmp_path, "ablation-split", config={"double_dqn": True, "precision": "auto",
+                                                                 "xla": None},
+                             game_scores=[95.0] * 100, eval_scores=spread(100.0, 30.0))
+    for record, paths in ((same_path, ["bfloat16/oneDNN", "bfloat16/oneDNN"]),
+                          (two_paths, ["bfloat16/oneDNN", "float32/XLA"])):
+        with (record / "metrics.jsonl").open("a") as metrics:
+            for index, path in enumerate(paths):
+                metrics.write(json.dumps({"type": "train", "step": 500 * index + 1, "compute": path}) + "\n")
+    status, out, _ = run(capsys, bf16_base, same_path, two_paths)
+    assert status == 0
+    assert row(out, "ablation-double").startswith("| ablation-double | double_dqn False -> True | 95.0 |")
+    assert row(out, "ablation-double").endswith("| joins |")
+    assert ("precision 'bfloat16' -> 'auto (bfloat16/oneDNN, float32/XLA)'; xla False -> None"
+            in row(out, "ablation-split"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from breakout_dqn.training.compute_path import cpu_flags, describe, fastest_path, resolved
+from breakout_dqn.training.compute_path import cpu_flags, describe, fastest_path, parse_path_name, path_name, resolved
 from breakout_dqn.training.config import build_parser, resolve
 from breakout_dqn.training.run_directory import RunDirectory
 
@@ -80,3 +80,15 @@ def test_auto_resume_continues_a_run_saved_with_another_compute_path(tmp_path: P
     asked = resolve({}).to_json()  # today's default: auto
     assert run.differences(asked) == []
     assert run.differences({**asked, "seed": 5}) == ["seed: 0 here, 5 asked"]
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("xla", [True, False])
+def test_a_logged_path_name_reads_back(precision, xla):
+    assert parse_path_name(path_name(precision, xla)) == (precision, xla)
+
+
+@pytest.mark.parametrize("name", ["auto", "float16/XLA", "bfloat16/", "float32/xla"])
+def test_a_name_that_is_not_a_path_is_refused(name):
+    with pytest.raises(ValueError, match="not a compute path"):
+        parse_path_name(name)
