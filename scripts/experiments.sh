@@ -16,31 +16,38 @@
 # run when it reaches that entry's steps under that name (default-s1 at 1M, the ablations' baseline,
 # as results/default-s1-1m), and a later entry continues it. An entry whose record exists and whose
 # run reached its steps is skipped, also when its run directory is gone (a new machine): the
-# record's eval.json names the steps behind it. Env: QUEUE_FILE (lines "name|steps|flags[|record]"
-# instead of the queue below), RUNS (where the run directories go), RESULTS (where the records
-# go), EVAL_GAMES (games in eval-<n>.json; 0: none), BIN.
+# record's eval.json names the steps behind it. An ablation's replay (~7 GB) is deleted once it is
+# recorded and judged to stay out (`python -m breakout_dqn.training.ablation` against BASELINE): it
+# will not be continued. One that joins `default`, or that cannot be judged, keeps it: the new
+# default's long run continues it. Env: QUEUE_FILE (lines "name|steps|flags[|record]" instead of
+# the queue below), RUNS (where the run directories go), RESULTS (where the records go), EVAL_GAMES
+# (games in eval-<n>.json; 0: none), BASELINE (the record ablations are judged against), BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RUNS=${RUNS:-runs}
 RESULTS=${RESULTS:-results}
 EVAL_GAMES=${EVAL_GAMES:-300}
+BASELINE=${BASELINE:-$RESULTS/default-bf16-s1}  # `default` on the path the ablations take on this machine
 
-# name | steps | flags (one change at a time against default-s1) [| record name, default: name]
-# The ablations come before default-s1 goes on to 3M: they decide what `default` is (should one
-# change it, the last entry becomes a new run of the new default rather than default-s1 continued).
+# name | steps | flags (one change at a time against default) [| record name, default: name]
+# The default goes on to 3M (the 100 and 250 targets, and the equal-step comparison with PQN) after
+# the first ablation, Double DQN, and before the others: it continues the 1M run of the default
+# (its replay kept) rather than starting over, and a later ablation that joins is a note for the
+# next long run. default-bf16-s1 is that run: `default` on this machine's path (--precision auto,
+# given so that a piece on a CPU without bf16 takes float32 rather than the run's saved bfloat16).
 QUEUE=(
   "pqn-s1|3000000|--preset pqn --seed 1"                              # PQN vs DQN per CPU-hour
-  "default-s1|1000000|--preset default --seed 1|default-s1-1m"        # the ablations' baseline at 1M
+  "default-s1|1000000|--preset default --seed 1|default-s1-1m"        # the ablations' float32 baseline at 1M
   "pqn-s1|5000000|--preset pqn --seed 1|pqn-s1-5m"                    # the reference agent, still rising at 3M
   # bfloat16 + oneDNN (the fastest path on CPUs with AMX-BF16/AVX512_BF16) against default-s1-1m's float32
   # + XLA: does the cheaper update cost score at 1M? (it decides what --precision auto may choose)
   "default-bf16-s1|1000000|--preset default --seed 1 --precision bfloat16 --no-xla"
   "ablation-double|1000000|--preset default --seed 1 --double-dqn"
+  "default-bf16-s1|3000000|--preset default --seed 1 --precision auto|default-s1-3m"  # the long run
   "ablation-dueling|1000000|--preset default --seed 1 --dueling"
   "ablation-target8k|1000000|--preset default --seed 1 --target-update 8000"
   "ablation-nstep3|1000000|--preset default --seed 1 --n-step 3"      # last: a partial record reached 975k
-  "default-s1|3000000|--preset default --seed 1"                      # the default, to 3M: the 100 and 250 targets
 )
 if [ -n "${QUEUE_FILE:-}" ]; then
   mapfile -t QUEUE < <(grep -Ev '^[[:space:]]*(#|$)' "$QUEUE_FILE")
@@ -100,6 +107,26 @@ record() {  # results/<name>/: the run's record, never checkpoints or replay
   cp "$run/config.json" "$run/metrics.jsonl" "$run/eval.json" "$out/"  # eval.json last: it marks the record done
 }
 
+verdict() {  # verdict LABEL: the ablation rule's verdict on the record against BASELINE's, or nothing
+  local out
+  out=$(mktemp)
+  if "$BIN/python" -m breakout_dqn.training.ablation "$BASELINE" "$RESULTS/$1" \
+      --eval "eval-$EVAL_GAMES.json" --json "$out" > /dev/null; then
+    "$BIN/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))[0]["verdict"])' "$out" || true
+  fi
+  rm -f "$out"
+}
+
+drop_replay_unless_it_joins() {  # drop_replay_unless_it_joins RUN LABEL
+  local judged
+  judged=$(verdict "$2")
+  case $judged in
+    "stays out"*) rm -rf "$1/replay"; echo "== $2 $judged: its replay is deleted" ;;
+    "") echo "== $2: not judged against $BASELINE: its replay is kept" ;;
+    *) echo "== $2: $judged: its replay is kept (the new default's long run may continue it)" ;;
+  esac
+}
+
 for entry in "${QUEUE[@]}"; do
   IFS='|' read -r name steps flags label <<< "$entry"
   label=${label:-$name}
@@ -121,7 +148,7 @@ for entry in "${QUEUE[@]}"; do
   fi
   if [ ! -f "$RESULTS/$label/eval.json" ]; then
     record "$run" "$RESULTS/$label"
-    case $name in ablation-*) rm -rf "$run/replay" ;; esac
+    case $name in ablation-*) drop_replay_unless_it_joins "$run" "$label" ;; esac
   fi
   echo "== $label done: $RESULTS/$label"
 done

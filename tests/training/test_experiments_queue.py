@@ -4,6 +4,7 @@ many-game evaluation of its model."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -16,9 +17,10 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "experiments.sh"
 
 # A stand-in for breakout-dqn: `train` writes the run directory's files and a checkpoint at --steps
 # (or at $STUB_STOP_AT, like a run stopped by SIGTERM, exit 0); `plot` writes its PNG; `evaluate`
-# writes its JSON (or fails, exit 1, with $STUB_EVAL_FAILS set: killed half-way).
+# writes its JSON, mean 50 or the run's stub_eval_mean (or fails, exit 1, with $STUB_EVAL_FAILS set:
+# killed half-way). Every run's 100 training games score 50.
 STUB = f"""#!{sys.executable}
-import os, sys
+import json, os, sys
 from pathlib import Path
 args = sys.argv[1:]
 with open(os.environ["STUB_LOG"], "a") as log:
@@ -29,7 +31,10 @@ if args[0] == "plot":
 if args[0] == "evaluate":
     if os.environ.get("STUB_EVAL_FAILS"):
         raise SystemExit(1)
-    Path(args[args.index("--json") + 1]).write_text(args[args.index("--episodes") + 1])
+    mean_file = Path(args[1]).parent / "stub_eval_mean"  # the test's choice of this run's evaluation mean
+    mean = float(mean_file.read_text()) if mean_file.exists() else 50.0
+    episodes = int(args[args.index("--episodes") + 1])
+    Path(args[args.index("--json") + 1]).write_text(json.dumps({{"episodes": episodes, "mean": mean, "std": 30.0}}))
     raise SystemExit(0)
 run, steps = Path(args[args.index("--out") + 1]), int(args[args.index("--steps") + 1])
 stop_at = int(os.environ.get("STUB_STOP_AT") or 0)
@@ -38,7 +43,8 @@ reached = min(steps, stop_at) if stop_at else steps
 (run / "replay").mkdir(exist_ok=True)
 (run / "checkpoints" / f"checkpoint-{{reached:012d}}.npz").write_bytes(b"")
 (run / "config.json").write_text("{{}}")
-(run / "metrics.jsonl").write_text(f"{{reached}}\\n")
+games = [json.dumps({{"type": "game", "step": reached * (i + 1) // 100, "score": 50.0}}) for i in range(100)]
+(run / "metrics.jsonl").write_text("\\n".join([*games, json.dumps({{"type": "train", "step": reached}})]) + "\\n")
 if reached >= steps:
     (run / "eval.json").write_text(f'{{{{"train_agent_steps": {{reached}}}}}}')
 """
@@ -54,14 +60,28 @@ def queue(tmp_path: Path):
     queue_file = tmp_path / "queue.txt"
     queue_file.write_text("# name|steps|flags\nfirst|1000|--preset pqn --seed 1\n\nablation-x|500|--n-step 3\n")
     log = tmp_path / "calls.log"
+    # What ablations are judged against: a record at their 500 steps, whose games and evaluation score 50.
+    base = tmp_path / "base-500"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    games = [json.dumps({"type": "game", "step": 5 * (i + 1), "score": 50.0}) for i in range(100)]
+    (base / "metrics.jsonl").write_text("\n".join([*games, json.dumps({"type": "train", "step": 500})]) + "\n")
+    (base / "eval-300.json").write_text(json.dumps({"episodes": 300, "mean": 50.0, "std": 30.0}))
 
-    def run(*args: str, stop_at: int = 0, eval_fails: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, stop_at: int = 0, eval_fails: bool = False,
+            baseline: str = "base-500") -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, BIN=str(bin_dir), RUNS=str(tmp_path / "runs"), RESULTS=str(tmp_path / "results"),
+                   BASELINE=str(tmp_path / baseline),
                    QUEUE_FILE=str(queue_file), STUB_LOG=str(log), STUB_STOP_AT=str(stop_at),
                    STUB_EVAL_FAILS="1" if eval_fails else "")
         return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60)
 
     return run, tmp_path, log
+
+
+def last_step(record: Path) -> int:
+    """The agent step of a record's last metrics line (the stub's train record)."""
+    return json.loads((record / "metrics.jsonl").read_text().splitlines()[-1])["step"]
 
 
 def test_a_run_stopped_short_stops_the_queue_and_the_next_start_continues_it(queue) -> None:
@@ -83,9 +103,10 @@ def test_a_run_stopped_short_stops_the_queue_and_the_next_start_continues_it(que
     for name in ("first", "ablation-x"):
         assert sorted(p.name for p in (root / "results" / name).iterdir()) == [
             "config.json", "eval-300.json", "eval.json", "learning_curve.png", "metrics.jsonl"]
-        assert (root / "results" / name / "eval-300.json").read_text() == "300"
+        assert json.loads((root / "results" / name / "eval-300.json").read_text())["episodes"] == 300
     assert (root / "runs" / "first" / "replay").is_dir()  # kept: a run to continue past its steps
-    assert not (root / "runs" / "ablation-x" / "replay").exists()  # an ablation's replay is deleted
+    assert not (root / "runs" / "ablation-x" / "replay").exists()  # an ablation that stays out: deleted
+    assert "== ablation-x stays out (evaluation gap +0.0 is not above 4.9): its replay is deleted" in finished.stdout
     assert (root / "runs" / "ablation-x" / "checkpoints").is_dir()
     listing = run("--list").stdout
     assert "done (checkpoint at 1000 of 1000 agent steps" in listing
@@ -112,7 +133,7 @@ def test_a_run_recorded_part_way_under_a_second_name_is_continued_by_a_later_ent
     (root / "queue.txt").write_text("base|1000|--seed 1|base-1k\nablation-x|500|--n-step 3\nbase|3000|--seed 1\n")
     stopped = run(stop_at=2000)  # base reaches 1000 and the ablation 500; then base stops at 2000
     assert stopped.returncode == 1 and "base stopped at 2000 of 3000 steps" in stopped.stderr
-    assert (root / "results" / "base-1k" / "metrics.jsonl").read_text() == "1000\n"
+    assert last_step(root / "results" / "base-1k") == 1000
     assert not (root / "results" / "base").exists()
     assert (root / "runs" / "base" / "replay").is_dir()  # not an ablation: kept to go on
     listing = run("--list").stdout.splitlines()
@@ -121,8 +142,8 @@ def test_a_run_recorded_part_way_under_a_second_name_is_continued_by_a_later_ent
 
     finished = run()
     assert finished.returncode == 0, finished.stderr
-    assert (root / "results" / "base" / "metrics.jsonl").read_text() == "3000\n"
-    assert (root / "results" / "base-1k" / "metrics.jsonl").read_text() == "1000\n"  # not overwritten
+    assert last_step(root / "results" / "base") == 3000
+    assert last_step(root / "results" / "base-1k") == 1000  # not overwritten
     trains = [line.split(" --auto-resume ")[1] for line in log.read_text().splitlines() if line.startswith("train")]
     assert trains == ["--steps 1000 --seed 1", "--steps 500 --n-step 3", "--steps 3000 --seed 1",
                       "--steps 3000 --seed 1"]
@@ -138,7 +159,7 @@ def test_a_record_whose_evaluation_was_cut_short_is_made_again(queue) -> None:
 
     finished = run()
     assert finished.returncode == 0, finished.stderr
-    assert (root / "results" / "first" / "eval-300.json").read_text() == "300"
+    assert json.loads((root / "results" / "first" / "eval-300.json").read_text())["episodes"] == 300
     assert (root / "results" / "first" / "eval.json").is_file()
     evaluations = [line for line in log.read_text().splitlines() if line.startswith("evaluate")]
     assert evaluations[0] == evaluations[1] == (f"evaluate {root}/runs/first/model.keras --episodes 300 "
@@ -163,3 +184,20 @@ def test_a_recorded_entry_is_not_trained_again_when_its_run_directory_is_gone(qu
     trains = [line.split(" --auto-resume ")[1] for line in log.read_text().splitlines() if line.startswith("train")]
     assert trains == ["--steps 3000 --seed 1"]
     assert (root / "results" / "base-1k" / "eval.json").read_text() == '{"train_agent_steps": 1000}'
+
+
+def test_an_ablation_that_joins_or_cannot_be_judged_keeps_its_replay(queue) -> None:
+    run, root, _ = queue
+    (root / "runs" / "ablation-x").mkdir(parents=True)
+    (root / "runs" / "ablation-x" / "stub_eval_mean").write_text("80")  # +30 over the baseline's 50: joins
+    finished = run()
+    assert finished.returncode == 0, finished.stderr
+    assert "== ablation-x: joins: its replay is kept" in finished.stdout
+    assert (root / "runs" / "ablation-x" / "replay").is_dir()
+
+    (root / "queue.txt").write_text("ablation-y|500|--dueling\n")
+    unjudged = run(baseline="no-such-record")
+    assert unjudged.returncode == 0, unjudged.stderr
+    assert "== ablation-y: not judged against" in unjudged.stdout
+    assert "no-such-record: not a directory" in unjudged.stderr
+    assert (root / "runs" / "ablation-y" / "replay").is_dir()
