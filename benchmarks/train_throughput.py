@@ -9,10 +9,12 @@ update (batch 32, warmed up) is timed too, and the efficiency is steps/s * t_upd
 CleanRL's dqn_atari.py (~100 agent steps/s on a 2-core Zen 4 machine, NOTES.md), run here. Each
 preset runs on its default compute path for this CPU (``--precision auto``: training/compute_path.py),
 named in its row; ``--paths`` adds the isolated ``cleanrl`` update on each path, ``--trainer-paths``
-each preset's whole trainer on float32 + XLA, float32 + oneDNN and bfloat16 + oneDNN.
+each preset's whole trainer on float32 + XLA, float32 + oneDNN and bfloat16 + oneDNN, and
+``--optimizer-step`` the optimizer's step alone on the oneDNN paths, Keras' own against the one
+the learners run there (its own XLA cluster), in interleaved rounds.
 
 Usage: python benchmarks/train_throughput.py [--presets pqn default rainbow-lite] [--dqn-steps 6000]
-       [--pqn-steps 32768] [--paths] [--trainer-paths] [--keras-example-steps 0]
+       [--pqn-steps 32768] [--paths] [--trainer-paths] [--optimizer-step] [--keras-example-steps 0]
        [--json results/train_throughput.json]
 Pause any training run first (SIGSTOP): the figures are only valid on an otherwise idle machine.
 """
@@ -72,6 +74,42 @@ def isolated_update_seconds(preset: str, repeats: int = 30, **settings) -> float
     return best
 
 
+def optimizer_step_milliseconds(precision: str, optimizer: str, rounds: int = 5, repeats: int = 40) -> dict:
+    """The optimizer's step over the default network's weights on the oneDNN path, as Keras runs it
+    (``optimizer.apply`` in a ``tf.function``) and as the learners run it (``optimizer_step``: its own
+    XLA cluster); medians of ``rounds`` interleaved rounds of ``repeats`` steps each."""
+    import statistics
+
+    import tensorflow as tf
+
+    from breakout_dqn.training.config import resolve
+    from breakout_dqn.training.learners import make_optimizer
+    from breakout_dqn.training.learners.tensorflow_learner import optimizer_step
+    from breakout_dqn.training.model import build_q_network
+
+    config = resolve({"precision": precision, "xla": False, "optimizer": optimizer})
+    variables = build_q_network(precision=precision).trainable_variables
+    gradients = [tf.random.normal(v.shape, stddev=1e-3, seed=index) for index, v in enumerate(variables)]
+    steps = {}
+    for name, fused in (("keras", False), ("fused", True)):
+        built = make_optimizer(config)
+        built.build(variables)
+        if fused:
+            steps[name] = optimizer_step(built, variables, xla=False)
+        else:
+            steps[name] = tf.function(lambda g, built=built: built.apply(g, variables))
+        for _ in range(5):
+            steps[name](gradients)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            started = time.perf_counter()
+            for _ in range(repeats):
+                step(gradients)
+            times[name].append((time.perf_counter() - started) / repeats * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def trainer_run(preset: str, steps: int, extra_flags: tuple[str, ...] = ()) -> dict:
     """Run the real trainer; return steps/s over the learning phase after its first log window, and the
     compute path it took (its default for this CPU unless ``extra_flags`` give one)."""
@@ -92,6 +130,10 @@ def trainer_run(preset: str, steps: int, extra_flags: tuple[str, ...] = ()) -> d
                        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["type"] == "train" and r["step"] > first_learning_step + log_every]
+    if not train:
+        raise SystemExit(f"train_throughput: {steps:,} agent steps of {preset} leave no log window after the "
+                         f"first one past step {first_learning_step:,}: give at least "
+                         f"{first_learning_step + 3 * log_every:,}")
     seconds = sum(log_every / r["steps_per_second"] for r in train)
     result = {"preset": preset, "algorithm": algorithm, "steps_per_second": len(train) * log_every / seconds,
               "measured_steps": len(train) * log_every, "compute": train[-1].get("compute")}
@@ -179,6 +221,8 @@ def main() -> None:
                         help="also time the cleanrl update on each compute path (XLA or oneDNN, float32 or bfloat16)")
     parser.add_argument("--trainer-paths", action="store_true",
                         help="also run each preset's trainer on float32/XLA, float32/oneDNN and bfloat16/oneDNN")
+    parser.add_argument("--optimizer-step", action="store_true",
+                        help="also time the optimizer's step on the oneDNN paths: Keras' own against the fused one")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     presets = list(dict.fromkeys(["cleanrl", *args.presets]))  # the baseline first
@@ -219,6 +263,13 @@ def main() -> None:
             results.append({"path": f"{precision}, {'XLA' if xla else 'oneDNN'}", "t_update_ms": milliseconds})
             print(f"cleanrl update, {precision:<8} {'XLA' if xla else 'oneDNN':<7} {milliseconds:6.1f} ms"
                   f"  x{reference_ms / milliseconds:.2f} speed of the default path")
+    if args.optimizer_step:  # the step the learners fuse into one XLA cluster on the oneDNN path
+        for precision in ("float32", "bfloat16"):
+            for optimizer in ("adam", "radam"):
+                step = optimizer_step_milliseconds(precision, optimizer)
+                results.append({"optimizer_step": f"{optimizer}, {precision} oneDNN", **step})
+                print(f"{optimizer:<5} step, {precision:<8} oneDNN: Keras' own {step['keras']:5.2f} ms, fused "
+                      f"{step['fused']:5.2f} ms: x{step['keras'] / step['fused']:.2f} as fast")
     if args.trainer_paths:  # the whole trainer, not only its update, on each path
         from breakout_dqn.training.compute_path import path_name
 

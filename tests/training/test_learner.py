@@ -155,6 +155,37 @@ def test_fused_update_and_act_equals_sequential_updates_then_act() -> None:
     np.testing.assert_array_equal(greedy, sequential.act(frames))
 
 
+@pytest.mark.parametrize("settings", [{"preset": "default"}, {"preset": "rainbow-lite"},
+                                      {"preset": "default", "optimizer": "radam"}],
+                         ids=["adam", "adam-global-clip", "radam"])
+def test_the_fused_optimizer_step_is_the_optimizers_own_step(settings: dict, monkeypatch) -> None:
+    # On the oneDNN path the optimizer's step runs as its own XLA cluster (faster); it must leave the
+    # weights and the optimizer's state where Keras' own apply does, to float32 rounding.
+    import keras
+
+    from breakout_dqn.training.config import resolve
+    from breakout_dqn.training.learners import make_learner, tensorflow_learner
+    from breakout_dqn.training.model import build_q_network
+
+    config = resolve({**settings, "precision": "float32", "xla": False})
+
+    def learner(step_maker):
+        monkeypatch.setattr(tensorflow_learner, "optimizer_step", step_maker)
+        keras.utils.set_random_seed(3)
+        built = make_learner(config, build_q_network(config.dueling), build_q_network(config.dueling))
+        built.sync_target()
+        for seed in (1, 2, 3):
+            built.update(fixed_batch(seed))
+        return built.state()
+
+    fused = learner(tensorflow_learner.optimizer_step)
+    keras_own = learner(lambda optimizer, variables, xla: lambda gradients: optimizer.apply(gradients, variables))
+    for part in ("online", "optimizer"):
+        for got, want in zip(fused[part], keras_own[part], strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert any(not np.array_equal(a, b) for a, b in zip(fused["online"], fused["target"], strict=True))  # it moved
+
+
 def test_a_bfloat16_network_trains_in_float32_weights_and_saves_as_a_float32_copy() -> None:
     from breakout_dqn.training.config import resolve
     from breakout_dqn.training.learners import make_learner

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from breakout_dqn.training.config import TrainConfig
 from breakout_dqn.training.learners.state import assign_arrays
+from breakout_dqn.training.learners.tensorflow_learner import optimizer_step
 from breakout_dqn.training.losses import td_loss
 from breakout_dqn.training.model import float32_copy
 
@@ -18,6 +19,7 @@ class PQNLearner:
         self.online, self.optimizer, self.config = online, optimizer, config
         optimizer.build(online.trainable_variables)
         loss_name = config.loss
+        apply_gradients = optimizer_step(optimizer, online.trainable_variables, bool(config.xla))
 
         @tf.function(jit_compile=config.xla, reduce_retracing=True)
         def act(frames):
@@ -29,8 +31,7 @@ class PQNLearner:
             with tf.GradientTape() as tape:
                 q_values = online(frames, training=True)
                 loss, taken = td_loss(q_values, actions, targets, loss_name, weights)
-            gradients = tape.gradient(loss, online.trainable_variables)
-            optimizer.apply(gradients, online.trainable_variables)
+            apply_gradients(tape.gradient(loss, online.trainable_variables))
             return loss, tf.reduce_sum(taken * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
         self._act, self._train_step = act, train_step
