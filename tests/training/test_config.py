@@ -48,10 +48,10 @@ def test_cleanrl_preset_is_cleanrl_dqn_atari_s_settings() -> None:
     assert config.steps == 1_000_000
 
 
-def test_default_is_cleanrl_s_settings_with_the_huber_loss_and_rainbow_lite_keeps_the_old_default() -> None:
+def test_default_is_cleanrl_s_settings_with_huber_loss_and_double_dqn_and_rainbow_lite_keeps_the_old_default() -> None:
     default, cleanrl = parse(), parse("--preset", "cleanrl")
     differences = {k for k, v in default.to_json().items() if cleanrl.to_json()[k] != v}
-    assert differences == {"preset", "loss"} and default.loss == "huber"
+    assert differences == {"preset", "loss", "double_dqn"} and default.loss == "huber" and default.double_dqn
     lite = parse("--preset", "rainbow-lite")
     assert (lite.n_step, lite.double_dqn, lite.dueling, lite.target_update) == (3, True, True, 8_000)
     assert (lite.adam_epsilon, lite.global_clipnorm) == (1.5e-4, 10.0)
@@ -81,3 +81,9 @@ def test_a_setting_with_choices_rejects_other_values_by_flag_and_by_config() -> 
         parse("--loss", "l1")
     with pytest.raises(ConfigError, match="--precision must be one of"):
         resolve({"precision": "float16"})
+
+
+
+def test_double_dqn_is_on_by_default_and_can_be_turned_off() -> None:
+    # It joined `default` by its 1M-step ablation (results/ablation-double/).
+    assert parse().double_dqn and not parse("--no-double-dqn").double_dqn
