@@ -13,7 +13,7 @@
 # tell ablations apart; ~5-10 min). An ablation's replay is then deleted (~7 GB each; its
 # checkpoints stay). All runs use seed 1, the seed of results/cleanrl-1m, so that each differs from
 # `default` in one setting only. A run may appear twice: an entry with a fourth field records the
-# run when it reaches that entry's steps under that name (default-s1 at 1M, the ablations' baseline,
+# run when it reaches that entry's steps under that name (default-s1 at 1M, the first baseline,
 # as results/default-s1-1m), and a later entry continues it. An entry whose record exists and whose
 # run reached its steps is skipped, also when its run directory is gone (a new machine): the
 # record's eval.json names the steps behind it. An ablation's replay (~7 GB) is deleted once it is

@@ -17,9 +17,10 @@ def optimizer_step(optimizer, variables, xla: bool):
 
     On the oneDNN path (``xla`` False) the step is an XLA cluster of its own, while the network's
     convolutions stay on oneDNN's kernels: Keras' Adam runs ~10 small kernels per variable there, each
-    a pass over memory (6.9 ms a step for the Nature CNN on an AMX Xeon), which XLA fuses into one
-    (2.2 ms; ``benchmarks/train_throughput.py --paths``). Same variables, same math: checkpoints and
-    the optimizer's state do not change. Under ``xla`` the whole update is one cluster already.
+    a pass over memory (6.01 ms a step for the bfloat16 Nature CNN on an AMX Xeon), which XLA fuses
+    (2.77 ms; ``benchmarks/train_throughput.py --optimizer-step``,
+    results/optimizer_step_xeon-amx.json). Same variables, same math: checkpoints and the optimizer's
+    state do not change. Under ``xla`` the whole update is one cluster already.
     """
     if xla:
         return lambda gradients: optimizer.apply(gradients, variables)
