@@ -10,14 +10,13 @@
 # the queue stops behind it. A finished run's record goes to results/<name>/: config, metrics.jsonl,
 # eval.json (the trainer's final 30 games), the learning curve, and eval-300.json, a 300-game
 # `breakout-dqn evaluate` of its model (30 games have a standard error of 5-10 points, too wide to
-# tell ablations apart; ~5-10 min). An ablation's replay is then deleted (~7 GB each; its
-# checkpoints stay). All runs use seed 1, the seed of results/cleanrl-1m, so that each differs from
+# tell ablations apart; ~5-10 min). All runs use seed 1, the seed of results/cleanrl-1m, so that each differs from
 # `default` in one setting only. A run may appear twice: an entry with a fourth field records the
 # run when it reaches that entry's steps under that name (default-s1 at 1M, the first baseline,
 # as results/default-s1-1m), and a later entry continues it. An entry whose record exists and whose
 # run reached its steps is skipped, also when its run directory is gone (a new machine): the
-# record's eval.json names the steps behind it. An ablation's replay (~7 GB) is deleted once it is
-# recorded and judged to stay out (`python -m breakout_dqn.training.ablation` against BASELINE): it
+# record's eval.json names the steps behind it. An ablation's replay (~7 GB; its checkpoints stay) is deleted once
+# it is recorded and judged to stay out (`python -m breakout_dqn.training.ablation` against BASELINE): it
 # will not be continued. One that joins `default`, or that cannot be judged, keeps it: the new
 # default's long run continues it. Env: QUEUE_FILE (lines "name|steps|flags[|record]" instead of
 # the queue below), RUNS (where the run directories go), RESULTS (where the records go), EVAL_GAMES

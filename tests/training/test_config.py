@@ -83,7 +83,6 @@ def test_a_setting_with_choices_rejects_other_values_by_flag_and_by_config() -> 
         resolve({"precision": "float16"})
 
 
-
 def test_double_dqn_is_on_by_default_and_can_be_turned_off() -> None:
     # It joined `default` by its 1M-step ablation (results/ablation-double/).
     assert parse().double_dqn and not parse("--no-double-dqn").double_dqn
