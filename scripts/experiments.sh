@@ -27,25 +27,30 @@ BIN=${BIN:-.venv/bin}
 RUNS=${RUNS:-runs}
 RESULTS=${RESULTS:-results}
 EVAL_GAMES=${EVAL_GAMES:-300}
-BASELINE=${BASELINE:-$RESULTS/ablation-double}  # `default` at 1M, on the path the ablations take on this machine
+BASELINE=${BASELINE:-$RESULTS/ablation-double-dueling}  # `default` (Double DQN + dueling) at 1M, bfloat16
 
 # name | steps | flags (one change at a time against default) [| record name, default: name]
-# Double DQN joined `default` (results/ablation-double: 102.8 against 87.0 over 300 games at 1M), so
-# its run is the new default's: it goes on to 3M (the 100 and 250 targets, and the equal-step
-# comparison with PQN) from its 1M checkpoint and replay, before the other ablations, which now
-# each add one change to default-with-Double-DQN and are judged against results/ablation-double.
+# The entries recorded before a setting joined `default` pin it off (--no-double-dqn, --no-dueling),
+# so that each still names the run behind its record. Double DQN joined first (results/ablation-double:
+# 102.8 against 87.0 over 300 games at 1M; that run went on to 3M as results/default-s1-3m), then
+# the dueling head (results/ablation-double-dueling: 150.8 against 102.8), whose run is `default`
+# at 1M now: the remaining ablations each add one change to it and are judged against its record.
+# They pin --precision bfloat16, the arithmetic of that record (bfloat16 + oneDNN on an AMX Xeon),
+# so that a piece run on a CPU without bfloat16 instructions stays comparable (it emulates
+# bfloat16 under XLA there: 37.7 ms an update against float32 + XLA's 35.5 on a Zen 3,
+# training/compute_path.py); on a CPU with them it is what `default` picks anyway.
 QUEUE=(
   "pqn-s1|3000000|--preset pqn --seed 1"                              # PQN vs DQN per CPU-hour
-  "default-s1|1000000|--preset default --seed 1 --no-double-dqn|default-s1-1m"  # the first baseline at 1M (float32)
+  "default-s1|1000000|--preset default --seed 1 --no-double-dqn --no-dueling|default-s1-1m"  # the first baseline (float32)
   "pqn-s1|5000000|--preset pqn --seed 1|pqn-s1-5m"                    # the reference agent, still rising at 3M
   # bfloat16 + oneDNN (the fastest path on CPUs with AMX-BF16/AVX512_BF16) against default-s1-1m's float32
   # + XLA: does the cheaper update cost score at 1M? (it decides what --precision auto may choose)
-  "default-bf16-s1|1000000|--preset default --seed 1 --no-double-dqn --precision bfloat16 --no-xla"
-  "ablation-double|1000000|--preset default --seed 1 --double-dqn"
-  "ablation-double|3000000|--preset default --seed 1|default-s1-3m"   # the new default's long run
-  "ablation-double-dueling|1000000|--preset default --seed 1 --dueling"
-  "ablation-double-target8k|1000000|--preset default --seed 1 --target-update 8000"
-  "ablation-double-nstep3|1000000|--preset default --seed 1 --n-step 3"
+  "default-bf16-s1|1000000|--preset default --seed 1 --no-double-dqn --no-dueling --precision bfloat16 --no-xla"
+  "ablation-double|1000000|--preset default --seed 1 --double-dqn --no-dueling"
+  "ablation-double|3000000|--preset default --seed 1 --no-dueling|default-s1-3m"  # Double DQN's long run
+  "ablation-double-dueling|1000000|--preset default --seed 1 --dueling"  # = default now
+  "ablation-dueling-nstep3|1000000|--preset default --seed 1 --precision bfloat16 --n-step 3"
+  "ablation-dueling-target8k|1000000|--preset default --seed 1 --precision bfloat16 --target-update 8000"
 )
 if [ -n "${QUEUE_FILE:-}" ]; then
   mapfile -t QUEUE < <(grep -Ev '^[[:space:]]*(#|$)' "$QUEUE_FILE")

@@ -48,10 +48,14 @@ def test_cleanrl_preset_is_cleanrl_dqn_atari_s_settings() -> None:
     assert config.steps == 1_000_000
 
 
-def test_default_is_cleanrl_s_settings_with_huber_loss_and_double_dqn_and_rainbow_lite_keeps_the_old_default() -> None:
+def test_default_is_cleanrl_s_settings_with_huber_double_dqn_and_dueling_and_rainbow_lite_keeps_the_old_default(
+) -> None:
     default, cleanrl = parse(), parse("--preset", "cleanrl")
     differences = {k for k, v in default.to_json().items() if cleanrl.to_json()[k] != v}
-    assert differences == {"preset", "loss", "double_dqn"} and default.loss == "huber" and default.double_dqn
+    assert differences == {"preset", "loss", "double_dqn", "dueling"}
+    assert default.loss == "huber" and default.double_dqn and default.dueling
+    assert parse("--no-dueling").dueling is False  # the ablation baseline before dueling joined
+    assert (parse("--no-dueling").to_json().items() - default.to_json().items()) == {("dueling", False)}
     lite = parse("--preset", "rainbow-lite")
     assert (lite.n_step, lite.double_dqn, lite.dueling, lite.target_update) == (3, True, True, 8_000)
     assert (lite.adam_epsilon, lite.global_clipnorm) == (1.5e-4, 10.0)

@@ -201,3 +201,49 @@ def test_an_ablation_that_joins_or_cannot_be_judged_keeps_its_replay(queue) -> N
     assert "== ablation-y: not judged against" in unjudged.stdout
     assert "no-such-record: not a directory" in unjudged.stderr
     assert (root / "runs" / "ablation-y" / "replay").is_dir()
+
+
+def built_in_queue() -> list[tuple[str, list[str], str]]:
+    """The script's own QUEUE entries: (name, flags, record name)."""
+    text = SCRIPT.read_text()
+    body = text[text.index("\nQUEUE=(\n") + len("\nQUEUE=(\n"):]
+    body = body[:body.index("\n)\n")]
+    entries = []
+    for line in body.splitlines():
+        line = line.strip()
+        if line.startswith('"'):
+            name, _steps, flags, *label = line[1:line.index('"', 1)].split("|")
+            entries.append((name, flags.split(), label[0] if label else name))
+    return entries
+
+
+def test_each_built_in_entry_recorded_or_to_run_is_a_valid_config_and_its_record_matches_it() -> None:
+    from breakout_dqn.training.config import build_parser, resolve
+    from breakout_dqn.training.run_directory import COMPUTE_SETTINGS, PIECE_SETTINGS
+
+    results = SCRIPT.parents[1] / "results"
+    entries = built_in_queue()
+    assert len(entries) >= 9
+    ignored = PIECE_SETTINGS | COMPUTE_SETTINGS
+    for _name, flags, label in entries:
+        config = resolve(vars(build_parser().parse_args(flags))).to_json()
+        record = results / label / "config.json"
+        if record.exists():  # the flags still name the run behind the record, under today's defaults
+            recorded = json.loads(record.read_text())
+            differences = {key for key in config.keys() - ignored if recorded.get(key, config[key]) != config[key]}
+            assert not differences, (label, sorted(differences))
+
+
+def test_the_ablations_to_run_change_one_setting_of_the_baseline_record_besides_the_arithmetic() -> None:
+    from breakout_dqn.training.config import build_parser, resolve
+    from breakout_dqn.training.run_directory import COMPUTE_SETTINGS, PIECE_SETTINGS
+
+    baseline_dir = SCRIPT.read_text().split("BASELINE=${BASELINE:-$RESULTS/", 1)[1].split("}", 1)[0]
+    baseline = json.loads((SCRIPT.parents[1] / "results" / baseline_dir / "config.json").read_text())
+    ablations = [(name, flags) for name, flags, _ in built_in_queue() if name.startswith("ablation-dueling-")]
+    assert len(ablations) == 2
+    for name, flags in ablations:
+        config = resolve(vars(build_parser().parse_args(flags))).to_json()
+        changed = {key for key in config.keys() - PIECE_SETTINGS - COMPUTE_SETTINGS if baseline[key] != config[key]}
+        assert len(changed) == 1, (name, sorted(changed))
+        assert config["precision"] == "bfloat16"  # the baseline's arithmetic (it ran bfloat16 on auto)

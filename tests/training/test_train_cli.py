@@ -118,7 +118,7 @@ def test_resume_with_another_architecture_is_a_one_line_error(tiny_run: Path, tm
     shutil.copytree(tiny_run, run)
     kept = [run / "config.json", run / "model.keras", *sorted((run / "checkpoints").glob("*.npz"))]
     before = [digest(path) for path in kept]
-    result = run_cli("train", "--out", str(run), "--resume", "--steps", "800", "--dueling")
+    result = run_cli("train", "--out", str(run), "--resume", "--steps", "800", "--no-dueling")
     assert result.returncode == 2
     assert "does not fit this run's model" in one_error_line(result.stderr)
     assert [digest(path) for path in kept] == before
