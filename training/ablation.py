@@ -24,7 +24,11 @@ A record trained on ``--precision auto`` is compared by the path its pieces took
 field of its ``train`` records): an ablation run on bfloat16 + oneDNN against
 ``results/default-bf16-s1`` changes one setting, not three.
 
-Exit status 0 with a table; 2 with a one-line error when the baseline's record is incomplete or a
+``--at 250000,500000,750000`` adds a second table, the mean of the last 100 training games of each
+record at those agent steps ("-" where its run has not reached the step): how a run still short of the
+baseline's step stands against it at the same steps. A run directory (``runs/NAME``) is read like a record.
+
+Exit status 0 with the tables; 2 with a one-line error when the baseline's record is incomplete or a
 directory is not a record.
 """
 
@@ -204,6 +208,27 @@ def table(baseline: Record, comparisons: list[Comparison], eval_name: str) -> st
     return "\n".join([header, *rows])
 
 
+def curve_table(records: list[Record], steps: list[int]) -> str:
+    """The Markdown table of each record's last-100 mean at each of ``steps`` ("-": not reached)."""
+    header = "| record | " + " | ".join(f"last-{WINDOW} mean at {step:,}" for step in steps) + " |"
+    rows = [header, "|---|" + "---|" * len(steps)]
+    for record in records:
+        values = [_number(record.last_games_mean(step) if record.final_step >= step else None) for step in steps]
+        rows.append(f"| {record.name} | " + " | ".join(values) + " |")
+    return "\n".join(rows)
+
+
+def agent_steps(text: str) -> list[int]:
+    """``--at``'s value: comma-separated positive agent steps, in the order given."""
+    try:
+        steps = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated agent steps: {text!r}") from None
+    if not steps or min(steps) <= 0:
+        raise argparse.ArgumentTypeError(f"agent steps must be > 0: {text!r}")
+    return steps
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("baseline", type=Path, help="the baseline's record directory (results/default-s1-1m)")
@@ -211,16 +236,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--eval", default="eval-300.json", dest="eval_name",
                         help="the evaluation file in each record (default: eval-300.json)")
     parser.add_argument("--json", type=Path, help="also write the comparisons here as JSON")
+    parser.add_argument("--at", type=agent_steps, metavar="STEPS",
+                        help="also print each record's last-100 mean at these comma-separated agent steps")
     args = parser.parse_args(argv)
     try:
         baseline = load_record(args.baseline, args.eval_name)
         if baseline.eval_mean is None or baseline.standard_error is None:
             raise AblationError(f"{args.baseline}: the baseline has no {args.eval_name}")
-        comparisons = [compare(baseline, load_record(path, args.eval_name)) for path in args.ablations]
+        records = [load_record(path, args.eval_name) for path in args.ablations]
+        comparisons = [compare(baseline, record) for record in records]
     except (AblationError, OSError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     print(table(baseline, comparisons, args.eval_name))
+    if args.at:
+        print()
+        print(curve_table([baseline, *records], args.at))
     if args.json is not None:
         from breakout_dqn.files import atomic_write_text
 

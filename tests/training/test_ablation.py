@@ -175,3 +175,27 @@ def test_a_run_on_auto_is_compared_by_the_path_it_logged(tmp_path, baseline, cap
     assert row(out, "ablation-double").endswith("| joins |")
     assert ("precision 'bfloat16' -> 'auto (bfloat16/oneDNN, float32/XLA)'; xla False -> None"
             in row(out, "ablation-split"))
+
+
+def test_at_prints_each_record_s_last_100_mean_at_those_steps_and_a_dash_where_a_run_has_not_reached_one(
+        tmp_path, baseline, capsys):
+    # Halfway (500 of 1000 steps): 50 games of 20 at steps 10..500 -> 20.0 at 500, not reached at 1,000.
+    halfway = write_record(tmp_path, "ablation-nstep3", config={"n_step": 3}, game_scores=[20.0] * 50,
+                           final_step=500)
+    status, out, _ = run(capsys, baseline, halfway, "--at", "500,1_000")
+    assert status == 0
+    assert "not finished (at 500 of 1,000 agent steps, no evaluation yet)" in row(out, "ablation-nstep3")
+    curve = out.split("\n\n", 1)[1]
+    assert curve.splitlines()[0] == "| record | last-100 mean at 500 | last-100 mean at 1,000 |"
+    # The baseline's 150 games end at steps (i+1)*1000//150: the first 75 by step 500, 50 x 0 then 25 x 80
+    # -> 2000 / 75 = 26.7; at 1,000 the last 100, 50 x 80 then 50 x 100 -> 90.0.
+    assert row(curve, "baseline") == "| baseline | 26.7 | 90.0 |"
+    assert row(curve, "ablation-nstep3") == "| ablation-nstep3 | 20.0 | - |"
+
+
+@pytest.mark.parametrize("value", ["250k", "0", ","])
+def test_at_with_bad_steps_is_a_usage_error(tmp_path, baseline, capsys, value):
+    with pytest.raises(SystemExit) as exit_info:
+        ablation.main([str(baseline), str(baseline), "--at", value])
+    assert exit_info.value.code == 2
+    assert "--at" in capsys.readouterr().err
