@@ -8,13 +8,15 @@ update (batch 32, warmed up) is timed too, and the efficiency is steps/s * t_upd
 + games, Q(lambda) targets and training epochs. ``cleanrl`` is the baseline: the same update as
 CleanRL's dqn_atari.py (~100 agent steps/s on a 2-core Zen 4 machine, NOTES.md), run here. Each
 preset runs on its default compute path for this CPU (``--precision auto``: training/compute_path.py),
-named in its row; ``--paths`` adds the isolated ``cleanrl`` update on each path, ``--trainer-paths``
+named in its row; ``--paths`` adds the isolated update of each ``--path-presets`` preset (``cleanrl``
+unless told) on each path, ``--paths-only`` that alone (no trainer runs), ``--trainer-paths``
 each preset's whole trainer on float32 + XLA, float32 + oneDNN and bfloat16 + oneDNN, and
 ``--optimizer-step`` the optimizer's step alone on the oneDNN paths, Keras' own against the one
 the learners run there (its own XLA cluster), in interleaved rounds.
 
 Usage: python benchmarks/train_throughput.py [--presets pqn default rainbow-lite] [--dqn-steps 6000]
-       [--pqn-steps 32768] [--paths] [--trainer-paths] [--optimizer-step] [--keras-example-steps 0]
+       [--pqn-steps 32768] [--paths] [--path-presets cleanrl default] [--paths-only] [--trainer-paths]
+       [--optimizer-step] [--keras-example-steps 0]
        [--json results/train_throughput.json]
 Pause any training run first (SIGSTOP): the figures are only valid on an otherwise idle machine.
 """
@@ -210,6 +212,34 @@ def keras_example_steps_per_second(steps: int) -> float:
     return steps / (time.perf_counter() - started)
 
 
+UPDATE_PATHS = (("float32", True), ("float32", False), ("bfloat16", False), ("bfloat16", True))  # (precision, xla)
+
+
+def update_paths(presets: list[str]) -> list[dict]:
+    """Each preset's isolated update on each compute path, printed with its speed against the same
+    preset's float32 + XLA update (the baseline, measured first) and the path ``auto`` takes here."""
+    from breakout_dqn.training.compute_path import cpu_flags, fastest_path, path_name
+    from breakout_dqn.training.config import resolve
+
+    flags = cpu_flags()
+    print(f"cpu: {cpu_name()}; flags: avx512f={'avx512f' in flags}, avx512_bf16={'avx512_bf16' in flags}, "
+          f"amx_bf16={'amx_bf16' in flags}")
+    results = []
+    for preset in presets:
+        config = resolve({"preset": preset})
+        auto = path_name(*fastest_path(config.algorithm, flags))
+        reference_ms = None
+        for precision, xla in UPDATE_PATHS:
+            milliseconds = isolated_update_seconds(preset, precision=precision, xla=xla) * 1000
+            reference_ms = reference_ms or milliseconds
+            path = path_name(precision, xla)
+            results.append({"preset": preset, "path": path, "t_update_ms": milliseconds,
+                            "x_float32_xla": reference_ms / milliseconds, "auto": path == auto})
+            print(f"{preset} update, {path:<16} {milliseconds:6.1f} ms  x{reference_ms / milliseconds:.2f} the "
+                  f"speed of float32/XLA{'  (--precision auto takes it here)' if path == auto else ''}", flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["pqn", "default", "rainbow-lite"],
@@ -219,6 +249,11 @@ def main() -> None:
     parser.add_argument("--keras-example-steps", type=int, default=0, help="the notebook's own loop; 0 = skip")
     parser.add_argument("--paths", action="store_true",
                         help="also time the cleanrl update on each compute path (XLA or oneDNN, float32 or bfloat16)")
+    parser.add_argument("--path-presets", nargs="+", default=["cleanrl"],
+                        choices=["default", "cleanrl", "rainbow-lite", "keras-example"],
+                        help="the DQN presets whose update --paths times on each path")
+    parser.add_argument("--paths-only", action="store_true",
+                        help="only time the updates of --path-presets on each path (no trainer runs)")
     parser.add_argument("--trainer-paths", action="store_true",
                         help="also run each preset's trainer on float32/XLA, float32/oneDNN and bfloat16/oneDNN")
     parser.add_argument("--optimizer-step", action="store_true",
@@ -228,6 +263,13 @@ def main() -> None:
     presets = list(dict.fromkeys(["cleanrl", *args.presets]))  # the baseline first
     from breakout_dqn.training.config import resolve
 
+    if args.paths_only:
+        results = update_paths(args.path_presets)
+        if args.json:
+            args.json.write_text(json.dumps({"machine": cpu_name(), "cpus": os.cpu_count(),
+                                             "baseline": "each preset's float32 + XLA update",
+                                             "results": results}, indent=2) + "\n")
+        return
     results = []
     for preset in presets:
         config = resolve({"preset": preset})
@@ -252,17 +294,7 @@ def main() -> None:
         print(f"{result['preset']:<14}{result['algorithm']:<10}{result['steps_per_second']:>9.1f}"
               f"{result['steps_per_second'] / baseline:>10.2f}  {details}")
     if args.paths:
-        from breakout_dqn.training.compute_path import cpu_flags
-
-        flags = cpu_flags()
-        print(f"cpu flags: avx512f={'avx512f' in flags}, avx512_bf16={'avx512_bf16' in flags}, "
-              f"amx_bf16={'amx_bf16' in flags}")
-        reference_ms = results[0]["t_update_ms"]
-        for precision, xla in (("float32", True), ("float32", False), ("bfloat16", False), ("bfloat16", True)):
-            milliseconds = isolated_update_seconds("cleanrl", precision=precision, xla=xla) * 1000
-            results.append({"path": f"{precision}, {'XLA' if xla else 'oneDNN'}", "t_update_ms": milliseconds})
-            print(f"cleanrl update, {precision:<8} {'XLA' if xla else 'oneDNN':<7} {milliseconds:6.1f} ms"
-                  f"  x{reference_ms / milliseconds:.2f} speed of the default path")
+        results.extend(update_paths(args.path_presets))
     if args.optimizer_step:  # the step the learners fuse into one XLA cluster on the oneDNN path
         for precision in ("float32", "bfloat16"):
             for optimizer in ("adam", "radam"):

@@ -37,8 +37,8 @@ BASELINE=${BASELINE:-$RESULTS/ablation-double-dueling}  # `default` (Double DQN 
 # at 1M now: the remaining ablations each add one change to it and are judged against its record.
 # They pin --precision bfloat16, the arithmetic of that record (bfloat16 + oneDNN on an AMX Xeon),
 # so that a piece run on a CPU without bfloat16 instructions stays comparable (it emulates
-# bfloat16 under XLA there: 37.7 ms an update against float32 + XLA's 35.5 on a Zen 3,
-# training/compute_path.py); on a CPU with them it is what `default` picks anyway.
+# bfloat16 under XLA there, 0.68x the speed of float32 + XLA for default's update on a Zen 3:
+# results/update_paths_zen3.txt); on a CPU with them it is what `default` picks anyway.
 QUEUE=(
   "pqn-s1|3000000|--preset pqn --seed 1"                              # PQN vs DQN per CPU-hour
   "default-s1|1000000|--preset default --seed 1 --no-double-dqn --no-dueling|default-s1-1m"  # the first baseline (float32)
