@@ -124,8 +124,9 @@ def compare(run_dirs: list[Path], out: Path, labels: list[str], published: Path 
                     continue
                 axis.plot(points[:, 0] / 1e6, points[:, 1], linestyle=":", marker="s", color=f"C{index + 5}",
                           label=f"{series['name']} (published)")
-        if max_x is not None:
-            axis.set_xlim(0, max_x)
+    if max_x is not None:  # with or without published points
+        axis.set_xlim(0, max_x)
+    if published is not None:
         for name, level in reference.get("levels", {}).items():
             axis.axhline(level, color="gray", linestyle="--", linewidth=1)
             axis.text(axis.get_xlim()[0], level, f" {name} {level}", fontsize=7, color="gray", va="bottom")

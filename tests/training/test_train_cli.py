@@ -184,3 +184,23 @@ def test_plot_compares_runs_against_steps_or_hours_beside_published_points(tmp_p
     assert mismatch.returncode == 2 and "1 --labels for 2 runs" in mismatch.stderr
     no_out = run_cli("plot", str(tmp_path / "fast"), str(tmp_path / "slow"))
     assert no_out.returncode == 2 and "needs --out" in no_out.stderr
+
+
+def test_plot_max_x_sets_the_right_end_of_a_comparison_without_published_points(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib.axes
+
+    from breakout_dqn.training.plot import compare
+
+    write_metrics(tmp_path / "fast", 100.0, [1, 3, 5, 7])
+    write_metrics(tmp_path / "slow", 10.0, [0, 0, 2, 2])
+    limits: list[tuple] = []
+    original = matplotlib.axes.Axes.set_xlim
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlim",
+                        lambda self, *args, **kwargs: limits.append(args) or original(self, *args, **kwargs))
+    out = compare([tmp_path / "fast", tmp_path / "slow"], tmp_path / "cut.png", ["fast", "slow"], None, "steps",
+                  window=2, max_x=0.0012)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert limits[0] == (0, 0.0012)  # set by --max-x (matplotlib may set it again from the data limits after)
+    limits.clear()
+    compare([tmp_path / "fast"], tmp_path / "whole.png", ["fast"], None, "steps", window=2)
+    assert (0, 0.0012) not in limits
