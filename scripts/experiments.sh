@@ -51,6 +51,9 @@ QUEUE=(
   "ablation-double-dueling|1000000|--preset default --seed 1 --dueling"  # = default now
   "ablation-dueling-nstep3|1000000|--preset default --seed 1 --precision bfloat16 --n-step 3"
   "ablation-dueling-target8k|1000000|--preset default --seed 1 --precision bfloat16 --target-update 8000"
+  # the dueling default's long run (its 1M run's directory was lost with its machine: on a new one it
+  # starts over); add here any change the two ablations above make join `default` first
+  "ablation-double-dueling|3000000|--preset default --seed 1 --dueling|default-dueling-s1-3m"
 )
 if [ -n "${QUEUE_FILE:-}" ]; then
   mapfile -t QUEUE < <(grep -Ev '^[[:space:]]*(#|$)' "$QUEUE_FILE")
