@@ -248,7 +248,8 @@ def main() -> None:
     parser.add_argument("--pqn-steps", type=int, default=32768, help="agent steps of the PQN trainer run")
     parser.add_argument("--keras-example-steps", type=int, default=0, help="the notebook's own loop; 0 = skip")
     parser.add_argument("--paths", action="store_true",
-                        help="also time the cleanrl update on each compute path (XLA or oneDNN, float32 or bfloat16)")
+                        help="also time the --path-presets' update on each compute path (XLA or oneDNN, "
+                             "float32 or bfloat16)")
     parser.add_argument("--path-presets", nargs="+", default=["cleanrl"],
                         choices=["default", "cleanrl", "rainbow-lite", "keras-example"],
                         help="the DQN presets whose update --paths times on each path")

@@ -140,8 +140,9 @@ class TrainConfig:
 # - Dueling head (Wang et al. 2016): the second ablation, one change against Double DQN's run at 1M
 #   agent steps, seed 1 (results/ablation-double-dueling/): 150.8 +- 70.9 over 300 evaluation games
 #   against 102.8 +- 61.5 (gap +48.1, beyond two combined standard errors, 10.8) and a last-100 mean
-#   of 150.8 against 101.5 (ahead from 200k on: 21.2 / 52.9 / 110.1 against 14.0 / 38.3 / 64.7 at
-#   250k / 500k / 750k), in 3.39 CPU-hours against 3.24. It joins by the rule: dueling=True above.
+#   of 150.8 against 101.5 (ahead from 200k on: 21.1 / 52.9 / 110.1 against 14.0 / 38.3 / 64.7 at
+#   250k / 500k / 750k, `python -m breakout_dqn.training.ablation ... --at`), in 3.39 CPU-hours
+#   against 3.24. It joins by the rule: dueling=True above.
 #   The next ablations are judged against this run (scripts/experiments.sh, BASELINE).
 # Ablations not yet measured one at a time against this baseline: n-step 3, target period 8k (they
 # ship with dueling as `rainbow-lite`, whose curve is the slower one above).

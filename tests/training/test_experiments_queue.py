@@ -217,8 +217,14 @@ def built_in_queue() -> list[tuple[str, list[str], str]]:
     return entries
 
 
-def test_each_built_in_entry_recorded_or_to_run_is_a_valid_config_and_its_record_matches_it() -> None:
+def entry_config(flags: list[str]) -> dict:
+    """The config an entry's flags resolve to under today's defaults, as config.json holds it."""
     from breakout_dqn.training.config import build_parser, resolve
+
+    return resolve(vars(build_parser().parse_args(flags))).to_json()
+
+
+def test_each_built_in_entry_recorded_or_to_run_is_a_valid_config_and_its_record_matches_it() -> None:
     from breakout_dqn.training.run_directory import COMPUTE_SETTINGS, PIECE_SETTINGS
 
     results = SCRIPT.parents[1] / "results"
@@ -226,7 +232,7 @@ def test_each_built_in_entry_recorded_or_to_run_is_a_valid_config_and_its_record
     assert len(entries) >= 9
     ignored = PIECE_SETTINGS | COMPUTE_SETTINGS
     for _name, flags, label in entries:
-        config = resolve(vars(build_parser().parse_args(flags))).to_json()
+        config = entry_config(flags)
         record = results / label / "config.json"
         if record.exists():  # the flags still name the run behind the record, under today's defaults
             recorded = json.loads(record.read_text())
@@ -235,7 +241,6 @@ def test_each_built_in_entry_recorded_or_to_run_is_a_valid_config_and_its_record
 
 
 def test_the_ablations_to_run_change_one_setting_of_the_baseline_record_besides_the_arithmetic() -> None:
-    from breakout_dqn.training.config import build_parser, resolve
     from breakout_dqn.training.run_directory import COMPUTE_SETTINGS, PIECE_SETTINGS
 
     baseline_dir = SCRIPT.read_text().split("BASELINE=${BASELINE:-$RESULTS/", 1)[1].split("}", 1)[0]
@@ -243,7 +248,7 @@ def test_the_ablations_to_run_change_one_setting_of_the_baseline_record_besides_
     ablations = [(name, flags) for name, flags, _ in built_in_queue() if name.startswith("ablation-dueling-")]
     assert len(ablations) == 2
     for name, flags in ablations:
-        config = resolve(vars(build_parser().parse_args(flags))).to_json()
+        config = entry_config(flags)
         changed = {key for key in config.keys() - PIECE_SETTINGS - COMPUTE_SETTINGS if baseline[key] != config[key]}
         assert len(changed) == 1, (name, sorted(changed))
         assert config["precision"] == "bfloat16"  # the baseline's arithmetic (it ran bfloat16 on auto)
