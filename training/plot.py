@@ -114,6 +114,8 @@ def compare(run_dirs: list[Path], out: Path, labels: list[str], published: Path 
             axis.errorbar(eval_x / (1e6 if x_axis == "steps" else 1), [e["mean"] for e in evals],
                           yerr=[e["std"] for e in evals], fmt="o", color=color, alpha=0.6, capsize=2, markersize=3,
                           label=f"{label}: evaluations")
+    if max_x is not None:  # with or without published points; it also stops later plots from autoscaling x
+        axis.set_xlim(0, max_x)
     if published is not None:
         reference = json.loads(published.read_text())
         if x_axis == "steps":
@@ -124,9 +126,6 @@ def compare(run_dirs: list[Path], out: Path, labels: list[str], published: Path 
                     continue
                 axis.plot(points[:, 0] / 1e6, points[:, 1], linestyle=":", marker="s", color=f"C{index + 5}",
                           label=f"{series['name']} (published)")
-    if max_x is not None:  # with or without published points
-        axis.set_xlim(0, max_x)
-    if published is not None:
         for name, level in reference.get("levels", {}).items():
             axis.axhline(level, color="gray", linestyle="--", linewidth=1)
             axis.text(axis.get_xlim()[0], level, f" {name} {level}", fontsize=7, color="gray", va="bottom")
