@@ -27,22 +27,33 @@ RUN python3 -m venv /opt/venv \
 WORKDIR /opt/breakout-dqn
 # The pins of every dependency (bash scripts/lock.sh): an image built later gets the same packages.
 COPY requirements/constraints.txt ./requirements/
-COPY pyproject.toml README.md ./
-COPY breakout_dqn ./breakout_dqn
-COPY breakout ./breakout
-COPY training ./training
-COPY export ./export
-COPY serving ./serving
-COPY models ./models
+COPY pyproject.toml ./
+# Each target installs its dependencies first, from pyproject.toml and an empty stand-in for the
+# package (which the code copied in later replaces), then the code on top with --no-deps: a change to
+# the code reuses the dependency layer instead of installing TensorFlow again.
+RUN mkdir -p breakout_dqn breakout && touch README.md breakout_dqn/__init__.py breakout/__init__.py
 # `serve` binds all interfaces in a container (its host default is 127.0.0.1) and the HEALTHCHECK
 # probes $BREAKOUT_DQN_PORT: change the port with `-e BREAKOUT_DQN_PORT=N`, not `--port`.
 ENV BREAKOUT_DQN_MODEL=/opt/breakout-dqn/models/breakout-dqn.onnx \
     BREAKOUT_DQN_HOST=0.0.0.0 \
     BREAKOUT_DQN_PORT=50051
 
+# The code, copied into each target after its dependencies.
+FROM scratch AS source
+COPY pyproject.toml README.md /src/
+COPY breakout_dqn /src/breakout_dqn
+COPY breakout /src/breakout
+COPY training /src/training
+COPY export /src/export
+COPY serving /src/serving
+COPY models /src/models
+
 # Slim serving image: numpy, onnxruntime, grpcio (+ health, reflection), protobuf. No TensorFlow.
 FROM base AS serve
 RUN pip install --no-compile --constraint requirements/constraints.txt ".[serve]" \
+ && pip uninstall -y breakout-dqn && rm -rf build ./*.egg-info
+COPY --from=source /src ./
+RUN pip install --no-compile --no-deps . \
  && (pip uninstall -y pip setuptools >/dev/null 2>&1 || true)
 USER 10001:10001
 VOLUME ["/models"]
@@ -54,7 +65,10 @@ CMD ["serve"]
 
 # Full image: training, evaluation, export, verify, serve and play.
 FROM base AS train
-RUN pip install --constraint requirements/constraints.txt ".[train]"
+RUN pip install --constraint requirements/constraints.txt ".[train]" \
+ && pip uninstall -y breakout-dqn && rm -rf build ./*.egg-info
+COPY --from=source /src ./
+RUN pip install --no-deps .
 USER 10001:10001
 VOLUME ["/models"]
 EXPOSE 50051
