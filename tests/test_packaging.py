@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,45 @@ def test_the_wheel_claims_one_namespace_beside_the_wire_code(tmp_path: Path) -> 
         sources = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / stage).rglob("*.py"))
         assert sources and all(f"breakout_dqn/{source}" in names for source in sources), stage
     assert "breakout/v1/agent_pb2_grpc.py" in names
+
+
+def dockerfile_stages() -> dict[str, list[str]]:
+    """Each named stage's instructions, continuation lines joined, comments dropped."""
+    stages: dict[str, list[str]] = {}
+    current = None
+    for line in re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text()).splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        named = re.match(r"FROM\s+\S+\s+AS\s+(\S+)$", line, re.IGNORECASE)
+        if named:
+            current = named.group(1)
+            stages[current] = []
+        elif current is not None:
+            stages[current].append(line)
+    return stages
+
+
+def copied(instruction: str) -> list[str]:
+    return instruction.split()[1:-1]  # COPY SRC... DEST
+
+
+def test_each_image_installs_its_dependencies_before_its_code() -> None:
+    # A change to the code must leave each target's dependency layer (TensorFlow: minutes) cached.
+    stages = dockerfile_stages()
+    base_copies = [source for line in stages["base"] if line.startswith("COPY") for source in copied(line)]
+    assert base_copies == ["requirements/constraints.txt", "pyproject.toml"]
+    for target in ("serve", "train"):
+        lines = stages[target]
+        dependencies = next(i for i, line in enumerate(lines) if f'".[{target}]"' in line)
+        code = lines.index("COPY --from=source /src ./")
+        package = next(i for i, line in enumerate(lines) if re.search(r"pip install .*--no-deps \.( |$)", line))
+        assert lines[dependencies].startswith("RUN pip install --")
+        assert "pip uninstall -y breakout-dqn" in lines[dependencies]  # the stand-in goes before the code
+        assert dependencies < code < package, target
+        assert not any(line.startswith("COPY") for line in lines[:dependencies]), target
+    # The code stage copies the package and every stage folder its namespace links to.
+    sources = {source for line in stages["source"] if line.startswith("COPY") for source in copied(line)}
+    linked = {path.readlink().name for path in (ROOT / "breakout_dqn").iterdir() if path.is_symlink()}
+    assert linked == {"training", "export", "serving"}
+    assert {"pyproject.toml", "README.md", "breakout_dqn", "breakout", *linked} <= sources
