@@ -7,7 +7,15 @@ Each report must have played games (``--min-score``) and passed its checks; the 
 same model and the same protocol (epsilon), and no seed may repeat. OUT gets the pooled mean, standard
 deviation and standard error, and per seed its figures, scores and the command that reproduces it
 (the format of ``results/*/eval-300.json``). Exit 2 with one error line on bad input; OUT is written
-only when the merge succeeds (atomically).
+only when the merge succeeds (atomically), and replaces only an earlier merge, never another record.
+
+    python scripts/merge_verify.py --set-aside OUT.json
+
+renames the Keras evaluation a record may already hold under OUT's name (``breakout-dqn evaluate
+--json``, which the experiment queue writes to ``results/<run>/eval-300.json``) to OUT-keras.json, so
+that the merge can take its place (``scripts/ship_reference.sh`` does so before anything else).
+Nothing to do (exit 0) when OUT is missing or an earlier merge; exit 2 when OUT-keras.json exists
+already or OUT is neither.
 """
 
 from __future__ import annotations
@@ -76,12 +84,56 @@ def merge(reports: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     }
 
 
+def existing_record(out: Path) -> dict[str, Any] | None:
+    """OUT's record, None when there is none. Raises MergeError when OUT is not a JSON object."""
+    if not out.exists():
+        return None
+    try:
+        record = json.loads(out.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise MergeError(f"{out} exists and is not a readable record ({error}): move it away first") from None
+    if not isinstance(record, dict):
+        raise MergeError(f"{out} exists and is not a record: move it away first")
+    return record
+
+
+def is_merge(record: dict[str, Any]) -> bool:
+    return record.get("recorded_by") == "scripts/merge_verify.py"
+
+
+def set_aside(out: Path) -> Path | None:
+    """Rename a Keras evaluation record at OUT to OUT-keras.json; the new path, or None if nothing moved."""
+    record = existing_record(out)
+    if record is None or is_merge(record):
+        return None
+    if "runs" in record or not isinstance(record.get("scores"), list):
+        raise MergeError(f"{out} is neither a merge nor an `evaluate --json` record: move it away first")
+    keras = out.with_name(f"{out.stem}-keras{out.suffix}")
+    if keras.exists():
+        raise MergeError(f"{out} is a Keras evaluation and {keras} exists already: move one of them away first")
+    out.rename(keras)
+    return keras
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2:
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+    if len(argv) == 2 and argv[0] == "--set-aside":
+        try:
+            moved = set_aside(Path(argv[1]))
+        except MergeError as error:
+            print(f"merge_verify: error: {error}", file=sys.stderr)
+            return 2
+        if moved is not None:
+            print(f"{argv[1]}: the Keras evaluation it held is now {moved}")
+        return 0
+    if len(argv) < 2 or argv[0].startswith("--"):
+        print("usage: " + __doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        print("       " + "python scripts/merge_verify.py --set-aside OUT.json", file=sys.stderr)
         return 2
     out, paths = Path(argv[0]), [Path(arg) for arg in argv[1:]]
     try:
+        previous = existing_record(out)
+        if previous is not None and not is_merge(previous):
+            raise MergeError(f"{out} holds another record (run --set-aside {out} first, or move it away)")
         reports = []
         for path in paths:
             try:

@@ -7,7 +7,8 @@
 # with its newest checkpoint. Writes models/breakout-dqn.onnx and results/<run name>/{eval,parity,
 # verify,config}.json, metrics.jsonl and learning_curve.png (the run's record), then plays the shipped
 # model's long evaluation: GAMES_PER_SEED games for each of SEEDS (100 x "0 1 2": 300 games, ~8 min
-# on 2 cores), merged by scripts/merge_verify.py into results/<run name>/eval-<games>.json. Nothing
+# on 2 cores), merged by scripts/merge_verify.py into results/<run name>/eval-<games>.json (a Keras
+# evaluation the experiment queue left there is kept as eval-<games>-keras.json). Nothing
 # is replaced unless the export's parity gate and verify (MIN_SCORE) pass; check `git diff` before committing.
 # Env: RESULTS, MODEL (other destinations), MIN_SCORE (verify gate, default 20), SEEDS (empty: no long
 # evaluation), GAMES_PER_SEED, BIN (where breakout-dqn is; default .venv/bin).
@@ -32,6 +33,10 @@ steps=$(echo "$layout" | sed -n 2p)
 if [ "$checkpoint" -nt "$RUN/model.keras" ]; then
   echo "ship_reference: $checkpoint is newer than $RUN/model.keras (being saved?): try again" >&2
   exit 2
+fi
+games=$(( GAMES_PER_SEED * $(echo "$SEEDS" | wc -w) ))
+if [ -n "$SEEDS" ]; then  # a Keras evaluation already under that name (the queue's) is kept, renamed
+  "$BIN/python" scripts/merge_verify.py --set-aside "$RESULTS/eval-$games.json"
 fi
 staged=$(mktemp -d)
 trap 'rm -rf "$staged"' EXIT
@@ -91,7 +96,6 @@ if [ -n "$SEEDS" ]; then
       > "$staged/verify-seed$seed.json" || [ $? -eq 4 ]
     reports+=("$staged/verify-seed$seed.json")
   done
-  games=$(( GAMES_PER_SEED * $(echo "$SEEDS" | wc -w) ))
   "$BIN/python" scripts/merge_verify.py "$RESULTS/eval-$games.json" "${reports[@]}"
 fi
 echo "now update the README's reference-agent section"

@@ -72,3 +72,54 @@ def test_reports_that_cannot_be_merged_are_refused_and_nothing_is_written(
     assert done.returncode == 2
     assert message in done.stderr and done.stderr.count("\n") == 1
     assert not out.exists()
+
+
+def keras_record(scores: list[float]) -> dict[str, Any]:
+    """What `breakout-dqn evaluate MODEL --episodes N --json OUT` writes (the queue's eval-300.json)."""
+    return {"episodes": len(scores), "mean": statistics.fmean(scores), "std": statistics.pstdev(scores),
+            "min": min(scores), "max": max(scores), "scores": scores}
+
+
+def set_aside(out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), "--set-aside", str(out)], capture_output=True, text=True)
+
+
+def test_a_keras_evaluation_under_the_name_is_set_aside_then_the_merge_takes_its_place(tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    keras = json.dumps(keras_record([5.0, 7.0]))
+    out.write_text(keras)
+    done, _ = merge(tmp_path, report(0, [1.0, 3.0]))
+    assert done.returncode == 2 and "holds another record" in done.stderr  # never overwritten
+    assert out.read_text() == keras
+    moved = set_aside(out)
+    assert moved.returncode == 0, moved.stderr
+    assert (tmp_path / "eval-keras.json").read_text() == keras and not out.exists()
+    done, _ = merge(tmp_path, report(0, [1.0, 3.0]))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text())["mean"] == 2.0
+    # An earlier merge is what a new one replaces: nothing to set aside, and the merge overwrites it.
+    again = set_aside(out)
+    assert again.returncode == 0 and again.stdout == ""
+    done, _ = merge(tmp_path, report(1, [9.0]))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text())["mean"] == 9.0
+    assert set_aside(tmp_path / "missing.json").returncode == 0
+
+
+@pytest.mark.parametrize("content, keras_exists, message", [
+    (json.dumps(keras_record([5.0])), True, "exists already"),
+    (json.dumps({"mean": 1.0, "runs": []}), False, "neither a merge"),
+    ("{not json", False, "not a readable record"),
+])
+def test_set_aside_refuses_what_it_would_lose_and_moves_nothing(
+        tmp_path: Path, content: str, keras_exists: bool, message: str) -> None:
+    out = tmp_path / "eval-300.json"
+    out.write_text(content)
+    keras = tmp_path / "eval-300-keras.json"
+    if keras_exists:
+        keras.write_text("older")
+    done = set_aside(out)
+    assert done.returncode == 2
+    assert message in done.stderr and done.stderr.count("\n") == 1
+    assert out.read_text() == content
+    assert (keras.read_text() == "older") if keras_exists else not keras.exists()
