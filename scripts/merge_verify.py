@@ -98,7 +98,12 @@ def existing_record(out: Path) -> dict[str, Any] | None:
 
 
 def is_merge(record: dict[str, Any]) -> bool:
-    return record.get("recorded_by") == "scripts/merge_verify.py"
+    """A record this script wrote (the older ones, before ``recorded_by``, by their per-seed verify runs)."""
+    if record.get("recorded_by") == "scripts/merge_verify.py":
+        return True
+    runs = record.get("runs")
+    return isinstance(runs, list) and bool(runs) and all(
+        isinstance(run, dict) and str(run.get("command", "")).startswith("breakout-dqn verify ") for run in runs)
 
 
 def set_aside(out: Path) -> Path | None:

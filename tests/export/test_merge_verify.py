@@ -123,3 +123,28 @@ def test_set_aside_refuses_what_it_would_lose_and_moves_nothing(
     assert message in done.stderr and done.stderr.count("\n") == 1
     assert out.read_text() == content
     assert (keras.read_text() == "older") if keras_exists else not keras.exists()
+
+
+def test_every_committed_evaluation_record_is_either_a_merge_or_one_set_aside_would_move(tmp_path: Path) -> None:
+    # So that shipping a recorded run again replaces its earlier merge, or keeps its Keras evaluation.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("merge_verify", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    records = sorted((SCRIPT.parents[1] / "results").glob("*/eval-*.json"))
+    assert records
+    merges = 0
+    for path in records:
+        copy = tmp_path / path.parent.name / path.name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_text(path.read_text())
+        record = json.loads(copy.read_text())
+        if module.is_merge(record):
+            merges += 1
+            assert module.set_aside(copy) is None and copy.exists(), path
+        elif not copy.with_name(f"{copy.stem}-keras.json").exists():
+            moved = module.set_aside(copy)
+            assert moved is not None and moved.exists() and not copy.exists(), path
+    assert merges >= 4  # pqn-s1, pqn-s1-5m, cleanrl-1m, rainbow-lite-3m
