@@ -87,3 +87,16 @@ def parse_path_name(name: str) -> tuple[str, bool]:
 def describe(config: TrainConfig) -> str:
     """The path a resolved config takes (``path_name``)."""
     return path_name(config.precision, config.xla)
+
+
+def slower_path_note(config: TrainConfig, flags: Iterable[str] | None = None) -> str:
+    """What the start-up line adds when the settings given are not this CPU's fastest measured path
+    (``""`` when they are): that bfloat16 is emulated here, if it is, and the path ``auto`` takes."""
+    flags = cpu_flags() if flags is None else frozenset(flags)
+    asked = resolved(config, flags)
+    fastest = resolved(dataclasses.replace(config, precision="auto", xla=None), flags)
+    if (asked.precision, asked.xla) == (fastest.precision, fastest.xla):
+        return ""
+    emulated = asked.precision == "bfloat16" and not BF16_FLAGS & set(flags)
+    return ("; bfloat16 is emulated on this CPU (no AMX-BF16 or AVX512_BF16)" if emulated else "") + \
+        f"; this CPU's fastest measured path is {describe(fastest)} (--precision auto)"

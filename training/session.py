@@ -89,13 +89,13 @@ class RunSession:
         self.run.prepare(config.resume)
         import keras  # deferred: bad flags and pre-flight errors are reported without loading a backend
 
-        from breakout_dqn.training.compute_path import describe, resolved
+        from breakout_dqn.training.compute_path import describe, resolved, slower_path_note
         from breakout_dqn.training.learners import build_learner
 
         keras.utils.set_random_seed(config.seed)
         piece = resolved(config)  # this piece's compute path (--precision auto: this CPU's fastest)
         self.compute = describe(piece)
-        print(f"compute path: {self.compute} (--precision {config.precision})", flush=True)
+        print(f"compute path: {self.compute} (--precision {config.precision}){slower_path_note(config)}", flush=True)
         self.learner: Any = build_learner(piece)  # the loop's own Learner protocol (DQN or PQN)
         self.state = self._restore() if config.resume else LoopState(learning_starts_at=config.learning_starts)
         save_config(config, self.run.config)

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from breakout_dqn.training.compute_path import cpu_flags, describe, fastest_path, parse_path_name, path_name, resolved
+from breakout_dqn.training.compute_path import (
+    cpu_flags,
+    describe,
+    fastest_path,
+    parse_path_name,
+    path_name,
+    resolved,
+    slower_path_note,
+)
 from breakout_dqn.training.config import build_parser, resolve
 from breakout_dqn.training.run_directory import RunDirectory
 
@@ -92,3 +100,22 @@ def test_a_logged_path_name_reads_back(precision, xla):
 def test_a_name_that_is_not_a_path_is_refused(name):
     with pytest.raises(ValueError, match="not a compute path"):
         parse_path_name(name)
+
+
+@pytest.mark.parametrize("flags, settings, expected", [
+    (ZEN3, {}, ""),  # auto: nothing to add
+    (ZEN3, {"precision": "float32"}, ""),  # what auto takes there anyway
+    (ZEN3, {"precision": "bfloat16"},
+     "; bfloat16 is emulated on this CPU (no AMX-BF16 or AVX512_BF16)"
+     "; this CPU's fastest measured path is float32/XLA (--precision auto)"),
+    (ZEN3, {"precision": "float32", "xla": False},
+     "; this CPU's fastest measured path is float32/XLA (--precision auto)"),
+    (XEON_AMX, {"precision": "bfloat16"}, ""),  # oneDNN filled in: the fastest there
+    (XEON_AMX, {"precision": "float32"}, "; this CPU's fastest measured path is bfloat16/oneDNN (--precision auto)"),
+    (XEON_AMX, {"preset": "pqn", "precision": "float32"}, ""),  # PQN's path is float32 + XLA everywhere
+])
+def test_a_path_slower_than_autos_is_named_at_start_up(monkeypatch: pytest.MonkeyPatch, flags, settings,
+                                                        expected) -> None:
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    config = resolve({"preset": "default", "out": "runs/x", **settings})
+    assert slower_path_note(config, flags) == expected
