@@ -15,7 +15,8 @@
 # run when it reaches that entry's steps under that name (default-s1 at 1M, the first baseline,
 # as results/default-s1-1m), and a later entry continues it. An entry whose record exists and whose
 # run reached its steps is skipped, also when its run directory is gone (a new machine): the
-# record's eval.json names the steps behind it. An ablation's replay (~7 GB; its checkpoints stay) is deleted once
+# record's eval.json names the steps behind it. An ablation's record also gets comparison.json (the rule's
+# verdict against BASELINE) and vs-baseline-steps.png (both curves). Its replay (~7 GB; its checkpoints stay) is deleted once
 # it is recorded and judged to stay out (`python -m breakout_dqn.training.ablation` against BASELINE): it
 # will not be continued. One that joins `default`, or that cannot be judged, keeps it: the new
 # default's long run continues it. Env: QUEUE_FILE (lines "name|steps|flags[|record]" instead of
@@ -115,18 +116,21 @@ record() {  # results/<name>/: the run's record, never checkpoints or replay
   cp "$run/config.json" "$run/metrics.jsonl" "$run/eval.json" "$out/"  # eval.json last: it marks the record done
 }
 
-verdict() {  # verdict LABEL: the ablation rule's verdict on the record against BASELINE's, or nothing
-  local out
-  out=$(mktemp)
+verdict() {  # verdict LABEL: the ablation rule's verdict on the record against BASELINE's, or nothing;
+  # the comparison stays in the record as comparison.json
+  local out="$RESULTS/$1/comparison.json"
   if "$BIN/python" -m breakout_dqn.training.ablation "$BASELINE" "$RESULTS/$1" \
       --eval "eval-$EVAL_GAMES.json" --json "$out" > /dev/null; then
     "$BIN/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))[0]["verdict"])' "$out" || true
   fi
-  rm -f "$out"
 }
 
 drop_replay_unless_it_joins() {  # drop_replay_unless_it_joins RUN LABEL
   local judged
+  if [ -d "$BASELINE" ]; then  # both learning curves on one plot, in the record
+    "$BIN/breakout-dqn" plot "$BASELINE" "$RESULTS/$2" --labels "$(basename "$BASELINE") (baseline)" "$2" \
+      --out "$RESULTS/$2/vs-baseline-steps.png" || echo "== $2: no plot against $BASELINE" >&2
+  fi
   judged=$(verdict "$2")
   case $judged in
     "stays out"*) rm -rf "$1/replay"; echo "== $2 $judged: its replay is deleted" ;;

@@ -100,9 +100,10 @@ def test_a_run_stopped_short_stops_the_queue_and_the_next_start_continues_it(que
         f"train --out {root}/runs/first --auto-resume --steps 1000 --preset pqn --seed 1",
         f"train --out {root}/runs/ablation-x --auto-resume --steps 500 --n-step 3",
     ]
-    for name in ("first", "ablation-x"):
-        assert sorted(p.name for p in (root / "results" / name).iterdir()) == [
-            "config.json", "eval-300.json", "eval.json", "learning_curve.png", "metrics.jsonl"]
+    record_files = ["config.json", "eval-300.json", "eval.json", "learning_curve.png", "metrics.jsonl"]
+    ablation_files = ["comparison.json", *record_files, "vs-baseline-steps.png"]  # set against the baseline
+    for name, files in (("first", record_files), ("ablation-x", ablation_files)):
+        assert sorted(p.name for p in (root / "results" / name).iterdir()) == files
         assert json.loads((root / "results" / name / "eval-300.json").read_text())["episodes"] == 300
     assert (root / "runs" / "first" / "replay").is_dir()  # kept: a run to continue past its steps
     assert not (root / "runs" / "ablation-x" / "replay").exists()  # an ablation that stays out: deleted
@@ -122,7 +123,7 @@ def test_a_finished_queue_started_again_records_nothing_twice(queue) -> None:
     assert again.returncode == 0 and "queue done" in again.stdout
     assert record.read_text() == "kept\n"
     calls = log.read_text().splitlines()
-    assert sum(line.startswith("plot") for line in calls) == 2
+    assert sum(line.startswith("plot") for line in calls) == 3  # each learning curve, and the ablation's comparison
     assert sum(line.startswith(f"evaluate {root}/runs/") for line in calls) == 2
     assert sum(line.startswith("train") for line in calls) == 2  # finished entries are skipped, not rerun
     assert "== first: done" in again.stdout
@@ -187,13 +188,19 @@ def test_a_recorded_entry_is_not_trained_again_when_its_run_directory_is_gone(qu
 
 
 def test_an_ablation_that_joins_or_cannot_be_judged_keeps_its_replay(queue) -> None:
-    run, root, _ = queue
+    run, root, log = queue
     (root / "runs" / "ablation-x").mkdir(parents=True)
     (root / "runs" / "ablation-x" / "stub_eval_mean").write_text("80")  # +30 over the baseline's 50: joins
     finished = run()
     assert finished.returncode == 0, finished.stderr
     assert "== ablation-x: joins: its replay is kept" in finished.stdout
     assert (root / "runs" / "ablation-x" / "replay").is_dir()
+    record = root / "results" / "ablation-x"
+    (comparison,) = json.loads((record / "comparison.json").read_text())  # the verdict stays in the record
+    assert comparison["verdict"].startswith("joins") and comparison["eval_mean"] == 80.0
+    plots = [line.split() for line in log.read_text().splitlines() if str(record / "vs-baseline-steps.png") in line]
+    assert plots == [["plot", str(root / "base-500"), str(record), "--labels", "base-500", "(baseline)",
+                      "ablation-x", "--out", str(record / "vs-baseline-steps.png")]]
 
     (root / "queue.txt").write_text("ablation-y|500|--dueling\n")
     unjudged = run(baseline="no-such-record")
@@ -201,6 +208,8 @@ def test_an_ablation_that_joins_or_cannot_be_judged_keeps_its_replay(queue) -> N
     assert "== ablation-y: not judged against" in unjudged.stdout
     assert "no-such-record: not a directory" in unjudged.stderr
     assert (root / "runs" / "ablation-y" / "replay").is_dir()
+    assert not (root / "results" / "ablation-y" / "comparison.json").exists()
+    assert not (root / "results" / "ablation-y" / "vs-baseline-steps.png").exists()
 
 
 def built_in_queue() -> list[tuple[str, list[str], str]]:
