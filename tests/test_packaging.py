@@ -94,7 +94,9 @@ def test_each_image_installs_its_dependencies_before_its_code() -> None:
         code = lines.index("COPY --from=source /src ./")
         package = next(i for i, line in enumerate(lines) if re.search(r"pip install .*--no-deps \.( |$)", line))
         assert lines[dependencies].startswith("RUN pip install --")
-        assert "pip uninstall -y breakout-dqn" in lines[dependencies]  # the stand-in goes before the code
+        # The stand-in goes before the code: no empty file of it can shadow or outlive the code's.
+        assert "pip uninstall -y breakout-dqn" in lines[dependencies]
+        assert re.search(r"rm -rf .*\bbreakout_dqn breakout README\.md\b", lines[dependencies]), target
         assert dependencies < code < package, target
         assert not any(line.startswith("COPY") for line in lines[:dependencies]), target
     # The code stage copies the package and every stage folder its namespace links to.
