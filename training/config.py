@@ -144,8 +144,10 @@ class TrainConfig:
 #   250k / 500k / 750k, `python -m breakout_dqn.training.ablation ... --at`), in 3.39 CPU-hours
 #   against 3.24. It joins by the rule: dueling=True above.
 #   The next ablations are judged against this run (scripts/experiments.sh, BASELINE).
-# Ablations not yet measured one at a time against this baseline: n-step 3, target period 8k (they
-# ship with dueling as `rainbow-lite`, whose curve is the slower one above).
+# Ablations not yet measured to 1M one at a time against this baseline: n-step 3 (under way,
+# results/ablation-dueling-nstep3: level to 400k, then behind, 40.2 against 64.0 at 545k; no verdict
+# before its 300-game evaluation), target period 8k (both ship with dueling as `rainbow-lite`, whose
+# curve is the slower one above).
 _RAINBOW_LITE: dict[str, Any] = {
     # The previous default (results/rainbow-lite-3m: 36.2 over 300 games after 3M agent steps): the three
     # Rainbow components that need no distributional head or prioritized replay (Hessel et al. 2018),
