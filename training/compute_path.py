@@ -97,6 +97,6 @@ def slower_path_note(config: TrainConfig, flags: Iterable[str] | None = None) ->
     fastest = resolved(dataclasses.replace(config, precision="auto", xla=None), flags)
     if (asked.precision, asked.xla) == (fastest.precision, fastest.xla):
         return ""
-    emulated = asked.precision == "bfloat16" and not BF16_FLAGS & set(flags)
+    emulated = asked.precision == "bfloat16" and not BF16_FLAGS & flags
     return ("; bfloat16 is emulated on this CPU (no AMX-BF16 or AVX512_BF16)" if emulated else "") + \
         f"; this CPU's fastest measured path is {describe(fastest)} (--precision auto)"
