@@ -125,12 +125,14 @@ verdict() {  # verdict LABEL: the ablation rule's verdict on the record against 
   fi
 }
 
+plot_against_baseline() {  # plot_against_baseline LABEL: both learning curves on one plot, in the record
+  [ -d "$BASELINE" ] || return 0
+  "$BIN/breakout-dqn" plot "$BASELINE" "$RESULTS/$1" --labels "$(basename "$BASELINE") (baseline)" "$1" \
+    --out "$RESULTS/$1/vs-baseline-steps.png" || echo "== $1: no plot against $BASELINE" >&2
+}
+
 drop_replay_unless_it_joins() {  # drop_replay_unless_it_joins RUN LABEL
   local judged
-  if [ -d "$BASELINE" ]; then  # both learning curves on one plot, in the record
-    "$BIN/breakout-dqn" plot "$BASELINE" "$RESULTS/$2" --labels "$(basename "$BASELINE") (baseline)" "$2" \
-      --out "$RESULTS/$2/vs-baseline-steps.png" || echo "== $2: no plot against $BASELINE" >&2
-  fi
   judged=$(verdict "$2")
   case $judged in
     "stays out"*) rm -rf "$1/replay"; echo "== $2 $judged: its replay is deleted" ;;
@@ -160,7 +162,7 @@ for entry in "${QUEUE[@]}"; do
   fi
   if [ ! -f "$RESULTS/$label/eval.json" ]; then
     record "$run" "$RESULTS/$label"
-    case $name in ablation-*) drop_replay_unless_it_joins "$run" "$label" ;; esac
+    case $name in ablation-*) plot_against_baseline "$label"; drop_replay_unless_it_joins "$run" "$label" ;; esac
   fi
   echo "== $label done: $RESULTS/$label"
 done
