@@ -2,7 +2,7 @@
 # The measured comparisons behind the presets, as a queue that survives being split across sessions.
 #
 #   setsid nohup bash scripts/experiments.sh > runs/experiments.log 2>&1 &    # start, or continue
-#   bash scripts/experiments.sh --list                                          # where each run stands
+#   bash scripts/experiments.sh --list                                          # where each run stands, time left
 #
 # Runs one `breakout-dqn train --auto-resume` after another (one at a time: they need both cores),
 # each continuing from its newest checkpoint (and its durable replay) when the queue is started
@@ -78,15 +78,27 @@ recorded() {  # recorded LABEL STEP STEPS: the entry is done (its record exists;
   [ "$2" -ge "$3" ] || [ "$(recorded_step "$1")" -ge "$3" ]
 }
 
-last_score() {  # the newest train record's mean of the last 100 training games, if any
+progress() {  # progress RUN STEPS: the newest train record's mean of the last 100 training games, and
+  # for a run short of STEPS the time left at the median rate of its last 10 train records, if any
   [ -f "$1/metrics.jsonl" ] || return 0
-  "$BIN/python" - "$1/metrics.jsonl" <<'EOF' 2>/dev/null || true
+  "$BIN/python" - "$1/metrics.jsonl" "$2" <<'EOF' 2>/dev/null || true
+import statistics
 import sys
 from pathlib import Path
 from breakout_dqn.training.metrics import read_metrics
-scores = [r["recent_score"] for r in read_metrics(Path(sys.argv[1])) if r.get("type") == "train" and r.get("recent_score") is not None]
+trains = [r for r in read_metrics(Path(sys.argv[1])) if r.get("type") == "train"]
+parts = []
+scores = [r["recent_score"] for r in trains if r.get("recent_score") is not None]
 if scores:
-    print(f"{scores[-1]:.1f}")
+    parts.append(f"mean of the last 100 training games {scores[-1]:.1f}")
+rates = [r["steps_per_second"] for r in trains[-10:] if r.get("steps_per_second")]
+left = int(sys.argv[2]) - (trains[-1]["step"] if trains else 0)
+if rates and left > 0:
+    rate = statistics.median(rates)
+    hours = left / rate / 3600
+    parts.append(f"~{hours:.1f} h" if hours >= 1 else f"~{hours * 60:.0f} min")
+    parts[-1] += f" left at {rate:.1f} agent steps/s"
+print(", ".join(parts))
 EOF
 }
 
@@ -96,8 +108,8 @@ if [ "${1:-}" = --list ]; then
     label=${label:-$name}
     step=$(newest_step "$RUNS/$name")
     state="checkpoint at $step of $steps agent steps"
-    score=$(last_score "$RUNS/$name")
-    if [ -n "$score" ]; then state="$state, mean of the last 100 training games $score"; fi
+    progressed=$(progress "$RUNS/$name" "$steps")
+    if [ -n "$progressed" ]; then state="$state, $progressed"; fi
     if recorded "$label" "$step" "$steps"; then state="done ($state; $RESULTS/$label)"; fi
     printf '%-20s %s   (%s)\n' "$label" "$state" "$flags"
   done

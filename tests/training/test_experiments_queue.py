@@ -114,6 +114,35 @@ def test_a_run_stopped_short_stops_the_queue_and_the_next_start_continues_it(que
     assert "done (checkpoint at 500 of 500 agent steps" in listing
 
 
+def test_the_listing_gives_a_stopped_run_its_score_and_the_time_left_at_its_recent_rate(queue) -> None:
+    run, root, _ = queue
+    (root / "queue.txt").write_text("first|1000000|--preset pqn --seed 1\n")
+    run_dir = root / "runs" / "first"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "checkpoint-000000400000.npz").write_bytes(b"")
+
+    def write_rates(rates: list[float]) -> None:
+        records = [{"type": "train", "step": 100_000 + 25_000 * i, "steps_per_second": rate, "recent_score": 10.0 + i}
+                   for i, rate in enumerate(rates)]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    # 13 train records to 400k: the 3 oldest ran fast (another machine); the last 10 set the rate.
+    write_rates([900.0] * 3 + [25.0] * 6 + [50.0] * 4)
+    listing = run("--list").stdout
+    # 600k steps left at the median of the last 10 rates, 25/s: 24,000 s
+    assert ("first                checkpoint at 400000 of 1000000 agent steps, mean of the last 100 training "
+            "games 22.0, ~6.7 h left at 25.0 agent steps/s") in listing
+    write_rates([900.0] * 3 + [25.0] * 5 + [50.0] * 5)  # median (25 + 50) / 2
+    assert "~4.4 h left at 37.5 agent steps/s" in run("--list").stdout
+    write_rates([900.0] * 13)
+    assert "~11 min left at 900.0 agent steps/s" in run("--list").stdout
+
+    (run_dir / "checkpoints" / "checkpoint-000001000000.npz").write_bytes(b"")
+    write_rates([25.0] * 37)  # its last record at 1M: nothing left
+    listing = run("--list").stdout
+    assert "checkpoint at 1000000 of 1000000 agent steps, mean of the last 100 training games 46.0   (" in listing
+
+
 def test_a_finished_queue_started_again_records_nothing_twice(queue) -> None:
     run, root, log = queue
     assert run().returncode == 0
