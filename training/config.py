@@ -145,7 +145,7 @@ class TrainConfig:
 #   against 3.24. It joins by the rule: dueling=True above.
 #   The next ablations are judged against this run (scripts/experiments.sh, BASELINE).
 # Ablations not yet measured to 1M one at a time against this baseline: n-step 3 (under way,
-# results/ablation-dueling-nstep3: level to 400k, then behind, 40.2 against 64.0 at 545k; no verdict
+# results/ablation-dueling-nstep3: level to 400k, then behind, 56.4 against 119.1 at 830k; no verdict
 # before its 300-game evaluation), target period 8k (both ship with dueling as `rainbow-lite`, whose
 # curve is the slower one above).
 _RAINBOW_LITE: dict[str, Any] = {
