@@ -96,8 +96,8 @@ left = int(sys.argv[2]) - (trains[-1]["step"] if trains else 0)
 if rates and left > 0:
     rate = statistics.median(rates)
     hours = left / rate / 3600
-    parts.append(f"~{hours:.1f} h" if hours >= 1 else f"~{hours * 60:.0f} min")
-    parts[-1] += f" left at {rate:.1f} agent steps/s"
+    time_left = f"~{hours:.1f} h" if hours >= 1 else f"~{hours * 60:.0f} min"
+    parts.append(f"{time_left} left at {rate:.1f} agent steps/s")
 print(", ".join(parts))
 EOF
 }
