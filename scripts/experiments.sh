@@ -51,12 +51,12 @@ QUEUE=(
   "ablation-double|3000000|--preset default --seed 1 --no-dueling|default-s1-3m"  # Double DQN's long run
   "ablation-double-dueling|1000000|--preset default --seed 1 --dueling"  # = default now
   "ablation-dueling-nstep3|1000000|--preset default --seed 1 --precision bfloat16 --n-step 3"
-  # the dueling default's long run, the candidate to replace PQN as the shipped agent, before the
-  # target-period ablation (~7 h at 1M on a Zen 3): its 1M run's directory was lost with its machine,
-  # so it starts over. Should nstep3 join `default`, this entry becomes its run's continuation instead:
-  # "ablation-dueling-nstep3|3000000|--preset default --seed 1 --n-step 3 --precision auto|default-nstep3-s1-3m"
-  "ablation-double-dueling|3000000|--preset default --seed 1 --dueling|default-dueling-s1-3m"
+  # the target-period ablation, the last of the list, before the dueling default's long run: at 1M it
+  # fits one session on a CPU with bfloat16 instructions (~2 h), where the 3M run (~5-9 h) does not,
+  # and the 3M run's directory has been lost with its machine twice (it starts over on a new one).
   "ablation-dueling-target8k|1000000|--preset default --seed 1 --precision bfloat16 --target-update 8000"
+  # the dueling default's long run, the candidate to replace PQN as the shipped agent
+  "ablation-double-dueling|3000000|--preset default --seed 1 --dueling|default-dueling-s1-3m"
 )
 if [ -n "${QUEUE_FILE:-}" ]; then
   mapfile -t QUEUE < <(grep -Ev '^[[:space:]]*(#|$)' "$QUEUE_FILE")
