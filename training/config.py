@@ -148,8 +148,11 @@ class TrainConfig:
 #   (results/ablation-dueling-nstep3/): 58.5 +- 39.0 over 300 evaluation games against 150.8 (gap
 #   -92.3, threshold 9.3) and a last-100 mean of 54.7 against 150.8 (level to 400k, then behind and
 #   flat from 800k). It stays out by the rule: n_step=1 above.
-# Not yet measured to 1M against this baseline: target period 8k (it ships with dueling and 3-step
-# returns as `rainbow-lite`, whose curve is the slower one above).
+# - Target sync every 8,000 agent steps (Dopamine, Rainbow; `rainbow-lite` ships it): the fourth
+#   ablation against that baseline at 1M agent steps, seed 1 (results/ablation-dueling-target8k/):
+#   110.2 +- 62.5 over 300 evaluation games against 150.8 (gap -40.7, threshold 10.9) and a last-100
+#   mean of 104.6 against 150.8 (flat to ~250k, then climbing at about the baseline's pace, ~250k
+#   steps behind it). It stays out by the rule: target_update=1_000 above.
 _RAINBOW_LITE: dict[str, Any] = {
     # The previous default (results/rainbow-lite-3m: 36.2 over 300 games after 3M agent steps): the three
     # Rainbow components that need no distributional head or prioritized replay (Hessel et al. 2018),
