@@ -144,15 +144,15 @@ class TrainConfig:
 #   250k / 500k / 750k, `python -m breakout_dqn.training.ablation ... --at`), in 3.39 CPU-hours
 #   against 3.24. It joins by the rule: dueling=True above.
 #   The next ablations are judged against this run (scripts/experiments.sh, BASELINE).
-# - 3-step returns: the third ablation against that baseline at 1M agent steps, seed 1
+# - 3-step returns: the third ablation, the first against that baseline, at 1M agent steps, seed 1
 #   (results/ablation-dueling-nstep3/): 58.5 +- 39.0 over 300 evaluation games against 150.8 (gap
 #   -92.3, threshold 9.3) and a last-100 mean of 54.7 against 150.8 (level to 400k, then behind and
 #   flat from 800k). It stays out by the rule: n_step=1 above.
 # - Target sync every 8,000 agent steps (Dopamine, Rainbow; `rainbow-lite` ships it): the fourth
-#   ablation against that baseline at 1M agent steps, seed 1 (results/ablation-dueling-target8k/):
-#   110.2 +- 62.5 over 300 evaluation games against 150.8 (gap -40.7, threshold 10.9) and a last-100
-#   mean of 104.6 against 150.8 (flat to ~250k, then climbing at about the baseline's pace, ~250k
-#   steps behind it). It stays out by the rule: target_update=1_000 above.
+#   ablation, the second against that baseline, at 1M agent steps, seed 1
+#   (results/ablation-dueling-target8k/): 110.2 +- 62.5 over 300 evaluation games against 150.8
+#   (gap -40.7, threshold 10.9) and a last-100 mean of 104.6 against 150.8 (flat to ~250k, then
+#   climbing at about the baseline's pace, ~250k steps behind it). It stays out by the rule: target_update=1_000 above.
 _RAINBOW_LITE: dict[str, Any] = {
     # The previous default (results/rainbow-lite-3m: 36.2 over 300 games after 3M agent steps): the three
     # Rainbow components that need no distributional head or prioritized replay (Hessel et al. 2018),
