@@ -153,6 +153,12 @@ class TrainConfig:
 #   (results/ablation-dueling-target8k/): 110.2 +- 62.5 over 300 evaluation games against 150.8
 #   (gap -40.7, threshold 10.9) and a last-100 mean of 104.6 against 150.8 (flat to ~250k, then
 #   climbing at about the baseline's pace, ~250k steps behind it). It stays out by the rule: target_update=1_000 above.
+# - Run-to-run noise, measured after those verdicts: a second run of this default's settings and seed
+#   on another CPU (the first 1M agent steps of results/default-dueling-s1-3m/) scored 114.0 +- 59.8
+#   over 300 evaluation games against the first run's 150.8 (gap -36.8; last-100 124.4 against
+#   150.8). The rule's threshold (~11) counts the evaluation's noise, not the training's, so Double
+#   DQN's gap (+15.7) is within the spread of two runs and the 8k target period's (-40.7) about its
+#   size; the dueling head's (+48.1) is a little beyond it and 3-step returns' (-92.3) far beyond.
 _RAINBOW_LITE: dict[str, Any] = {
     # The previous default (results/rainbow-lite-3m: 36.2 over 300 games after 3M agent steps): the three
     # Rainbow components that need no distributional head or prioritized replay (Hessel et al. 2018),
