@@ -227,7 +227,8 @@ def export(args: argparse.Namespace, times: dict[str, float]) -> tuple[bool, dic
                 raise ExportError(EXIT_CONTRACT, f"converted model rejected by onnxruntime: {error}") from None
             gate = parity.run_gate(keras_q, policy.q_values, stacks,
                                    fingerprint_value=policy.metadata.get(META_FINGERPRINT),
-                                   seed=args.seed, atol=args.atol, rtol=args.rtol)
+                                   seed=args.seed, atol=args.atol, rtol=args.rtol,
+                                   exact_q=parity.exact_q_function(model))
             clock = lap("gate_s", clock)
             if not gate.passed:
                 raise GateFailed
@@ -255,11 +256,14 @@ def versions() -> dict[str, str]:
 def summary_lines(report: dict[str, Any]) -> list[str]:
     gate, times = report["gate"], report["timings_s"]
     real, behaviour = gate["real_stacks"], gate["behaviour"]
-    edges = ", ".join(f"{name} {'ok' if e['passed'] else 'FAIL'} ({e['max_abs_dq']:.2g})"
-                      for name, e in gate["edge_cases"].items())
+    edges = ", ".join(f"{name} {'ok' if e['passed'] else 'FAIL'} ({e['max_abs_dq']:.2g}, "
+                      f"{e['max_tolerance_ratio']:.2g}x)" for name, e in gate["edge_cases"].items())
     finger = gate["fingerprint"]
     verdict = "identical" if behaviour["identical"] else f"differ at step {behaviour['first_difference_step']}"
     tolerance = f"{gate['tolerance']['atol']:g} + {gate['tolerance']['rtol']:g}*|q|"
+    if gate["tolerance"].get("rounding_factor"):
+        factor = gate["tolerance"]["rounding_factor"]
+        tolerance += f" + {factor:g}x Keras' float32 rounding, here {real['keras_rounding']:.2g}"
     return [
         f"parity: {real['count']:,} real stacks ({real['distinct']:,} distinct): max |dq| {real['max_abs_dq']:.3g}, "
         f"mean |dq| {real['mean_abs_dq']:.3g} (tolerance {tolerance}), "

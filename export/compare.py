@@ -1,8 +1,9 @@
 """Q-value comparison with documented tolerances, shared by the parity gate and ``verify``.
 
 Rule: a candidate matches a reference when every element satisfies
-``|q_test - q_ref| <= atol + rtol*|q_ref|``, all candidate values are finite, and the greedy
-action (argmax) agrees on every row except near-ties (see ``compare``). NumPy only.
+``|q_test - q_ref| <= atol + rtol*|q_ref| + allowance``, all candidate values are finite, and the
+greedy action (argmax) agrees on every row except near-ties (see ``compare``). ``allowance`` is 0
+unless the caller measured float32 rounding to allow for (the parity gate does). NumPy only.
 """
 
 from __future__ import annotations
@@ -22,16 +23,18 @@ class Comparison:
     max_abs_dq: float
     mean_abs_dq: float
     max_rel_dq: float
-    max_tolerance_ratio: float  # max |dq| / (atol + rtol*|q_ref|); <= 1 passes
+    max_tolerance_ratio: float  # max |dq| / (atol + rtol*|q_ref| + allowance); <= 1 passes
     argmax_agreement: float  # fraction of rows whose argmax agrees
     argmax_disagreements: int
     near_tie_disagreements: int  # disagreements where the two actions' reference values are within tolerance
     finite: bool
     passed: bool
+    allowance: float = 0.0  # added to every element's bound (float32 rounding the caller measured)
 
 
-def compare(q_ref: np.ndarray, q_test: np.ndarray, atol: float, rtol: float) -> Comparison:
-    """Compare float32 ``[N,4]`` Q-values element-wise with ``|dq| <= atol + rtol*|q_ref|``.
+def compare(q_ref: np.ndarray, q_test: np.ndarray, atol: float, rtol: float,
+            allowance: float = 0.0) -> Comparison:
+    """Compare float32 ``[N,4]`` Q-values element-wise with ``|dq| <= atol + rtol*|q_ref| + allowance``.
 
     The argmax must agree on every row except near-ties: rows where the reference prefers its
     action ``a`` over the candidate's ``b`` by at most ``bound[a] + bound[b]`` (two values that
@@ -41,11 +44,13 @@ def compare(q_ref: np.ndarray, q_test: np.ndarray, atol: float, rtol: float) -> 
     q_ref = np.asarray(q_ref, dtype=np.float64)
     q_test = np.asarray(q_test, dtype=np.float64)
     count = len(q_ref)
+    if not (allowance >= 0 and math.isfinite(allowance)):
+        raise ValueError(f"allowance must be finite and >= 0, got {allowance}")
     if q_test.shape != q_ref.shape or q_ref.ndim != 2 or count == 0:
         nan = float("nan")
-        return Comparison(count, nan, nan, nan, nan, 0.0, count, 0, False, False)
+        return Comparison(count, nan, nan, nan, nan, 0.0, count, 0, False, False, allowance)
     finite = bool(np.isfinite(q_test).all())
-    bound = atol + rtol * np.abs(q_ref)
+    bound = atol + rtol * np.abs(q_ref) + allowance
     dq = np.abs(q_test - q_ref)
     dq_safe = np.where(np.isfinite(dq), dq, np.inf)
     ref_action = q_ref.argmax(axis=1)
@@ -66,6 +71,7 @@ def compare(q_ref: np.ndarray, q_test: np.ndarray, atol: float, rtol: float) -> 
         near_tie_disagreements=int(near_tie.sum()),
         finite=finite,
         passed=finite and within and not bool((disagree & ~near_tie).any()),
+        allowance=float(allowance),
     )
 
 

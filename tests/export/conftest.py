@@ -78,6 +78,15 @@ def keras_q(keras_model_path: Path):
 
 
 @pytest.fixture(scope="session")
+def exact_q(keras_model_path: Path):
+    """The same Keras model rebuilt in float64: the gate's reference for float32 rounding."""
+    from breakout_dqn.export.parity import exact_q_function
+    from breakout_dqn.training.model import load_q_network
+
+    return exact_q_function(load_q_network(keras_model_path))
+
+
+@pytest.fixture(scope="session")
 def real_stacks(keras_q) -> np.ndarray:
     """512 stacks from real Breakout play by the seed-0 Keras model mixed with random actions."""
     from breakout_dqn.export.parity import collect_stacks

@@ -39,6 +39,9 @@ def test_full_export_passes_the_gate_and_writes_model_report_and_metadata(export
     assert real["count"] >= 10_000 and real["distinct"] > 2_000 and real["source"] == "real Breakout play"
     assert real["max_abs_dq"] <= 1e-5 and real["argmax_agreement"] == 1.0 and real["finite"]
     assert all(edge["passed"] for edge in report["gate"]["edge_cases"].values())
+    # The CLI measures float32 rounding against the float64 rebuild of the model (export.parity).
+    assert report["gate"]["tolerance"]["rounding_factor"] == 2.0
+    assert all(edge["keras_rounding"] is not None for edge in report["gate"]["edge_cases"].values())
     assert report["gate"]["behaviour"]["identical"] and report["gate"]["fingerprint"]["passed"]
     assert report["onnx_sha256"] == file_sha256(exported["out"])
     assert report["timings_s"]["total_s"] > 0
