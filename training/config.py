@@ -159,6 +159,11 @@ class TrainConfig:
 #   150.8). The rule's threshold (~11) counts the evaluation's noise, not the training's, so Double
 #   DQN's gap (+15.7) is within the spread of two runs and the 8k target period's (-40.7) about its
 #   size; the dueling head's (+48.1) is a little beyond it and 3-step returns' (-92.3) far beyond.
+# - The long run: that second run, on to 3M agent steps (results/default-dueling-s1-3m/; bfloat16 +
+#   oneDNN on a Zen 4, 10.41 CPU-hours): a last-100 mean of 309.6 at 2M and 301.5 at 3M, and
+#   269.7 +- 115.4 over 300 evaluation games of its ONNX model (standard error 6.7), ahead of PQN's
+#   5M agent (225.6, +44.1, 4.5 combined standard errors) and of the Double DQN run without the
+#   dueling head at 3M (218.2, results/default-s1-3m/): the shipped agent since.
 _RAINBOW_LITE: dict[str, Any] = {
     # The previous default (results/rainbow-lite-3m: 36.2 over 300 games after 3M agent steps): the three
     # Rainbow components that need no distributional head or prioritized replay (Hessel et al. 2018),
@@ -208,7 +213,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # network work at one update of 32 per 4 steps, counting the target and backward passes).
     # Measured here (seed 1): a mean of the last 100 training games of 179.9 at 3M agent steps in
     # 4.76 CPU-hours (results/pqn-s1/) and 348.8 at 5M in 8.0 (results/pqn-s1-5m/, the shipped
-    # agent), where `default` needs 5.95 CPU-hours for 93.4 at 1M (results/default-s1-1m/).
+    # agent until `default`'s 3M run beat it over 300 evaluation games, 269.7 against 225.6), where
+    # the `default` of that time (no Double DQN, no dueling head) needed 5.95 CPU-hours for 93.4 at
+    # 1M (results/default-s1-1m/).
     "pqn": {
         "algorithm": "pqn",
         "steps": 10_000_000,
