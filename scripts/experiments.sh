@@ -57,10 +57,11 @@ QUEUE=(
   "ablation-dueling-target8k|1000000|--preset default --seed 1 --precision bfloat16 --target-update 8000"
   # the dueling default's long run, the candidate to replace PQN as the shipped agent (it did, at 3M)
   "ablation-double-dueling|3000000|--preset default --seed 1 --dueling|default-dueling-s1-3m"
-  # its 3M agent replaced PQN's as the shipped one (results/default-dueling-s1-3m: 269.7 over 300
-  # games against 225.6); its curve was still rising there, so it goes on toward CleanRL's 10M
-  # figure (367) and Nature DQN's 401, as PQN went on from 3M to 5M
-  "ablation-double-dueling|5000000|--preset default --seed 1 --dueling|default-dueling-s1-5m"
+  # (its continuation to 5M was lost with its machine at 4.5M agent steps, unrecorded: retired)
+  # PQN trained at the final epsilon 0.01 instead of 0.001 (one change against results/pqn-s1-5m),
+  # closer to the evaluation's 0.05: recorded at 5M against pqn-s1-5m, then on to PQN's 10M budget
+  "pqn-eps01-s1|5000000|--preset pqn --seed 1 --epsilon-end 0.01|pqn-eps01-s1-5m"
+  "pqn-eps01-s1|10000000|--preset pqn --seed 1 --epsilon-end 0.01|pqn-eps01-s1-10m"
 )
 if [ -n "${QUEUE_FILE:-}" ]; then
   mapfile -t QUEUE < <(grep -Ev '^[[:space:]]*(#|$)' "$QUEUE_FILE")
