@@ -31,7 +31,9 @@ COPY pyproject.toml ./
 # Each target installs its dependencies first, from pyproject.toml and an empty stand-in for the
 # package (removed again once they are in), then the code on top with --no-deps: a change to
 # the code reuses the dependency layer instead of installing TensorFlow again.
-RUN mkdir -p breakout_dqn breakout && touch README.md breakout_dqn/__init__.py breakout/__init__.py
+# (the stage folders too: pyproject.toml maps training/, export/, serving/ and models/ into breakout_dqn)
+RUN mkdir -p breakout/v1 breakout_dqn training/learners export serving models \
+ && touch README.md breakout_dqn/__init__.py breakout/__init__.py
 # `serve` binds all interfaces in a container (its host default is 127.0.0.1) and the HEALTHCHECK
 # probes $BREAKOUT_DQN_PORT: change the port with `-e BREAKOUT_DQN_PORT=N`, not `--port`.
 ENV BREAKOUT_DQN_MODEL=/opt/breakout-dqn/models/breakout-dqn.onnx \
@@ -51,7 +53,7 @@ COPY models /src/models
 # Slim serving image: numpy, onnxruntime, grpcio (+ health, reflection), protobuf. No TensorFlow.
 FROM base AS serve
 RUN pip install --no-compile --constraint requirements/constraints.txt ".[serve]" \
- && pip uninstall -y breakout-dqn && rm -rf build ./*.egg-info breakout_dqn breakout README.md
+ && pip uninstall -y breakout-dqn && rm -rf build ./*.egg-info breakout_dqn breakout training export serving models README.md
 COPY --from=source /src ./
 RUN pip install --no-compile --no-deps . \
  && (pip uninstall -y pip setuptools >/dev/null 2>&1 || true)
@@ -66,7 +68,7 @@ CMD ["serve"]
 # Full image: training, evaluation, export, verify, serve and play.
 FROM base AS train
 RUN pip install --constraint requirements/constraints.txt ".[train]" \
- && pip uninstall -y breakout-dqn && rm -rf build ./*.egg-info breakout_dqn breakout README.md
+ && pip uninstall -y breakout-dqn && rm -rf build ./*.egg-info breakout_dqn breakout training export serving models README.md
 COPY --from=source /src ./
 RUN pip install --no-deps .
 USER 10001:10001

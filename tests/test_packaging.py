@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -31,17 +32,20 @@ def test_serve_extra_installs_and_imports_without_tensorflow(tmp_path: Path, onn
         "from breakout_dqn.serving import client, config, healthcheck, server\n"
         "policy = server.load_policy(config.ServerConfig(model=sys.argv[1]))\n"
         "print(policy.act(np.zeros((3, 84, 84, 4), np.uint8)).shape)\n"
+        "shipped = config.default_model_path()\n"  # the shipped model, installed with the package
+        "print(shipped.is_file(), 'site-packages' in str(shipped))\n"
     )
     # Run outside the checkout so only the installed package can be imported.
     result = subprocess.run([str(python), "-c", code, str(onnx_model_path)], capture_output=True, text=True,
                             timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip() == "(3,)"
+    assert result.stdout.split("\n")[:2] == ["(3,)", "True True"]
     help_text = subprocess.run([str(venv / "bin" / "breakout-dqn"), "serve", "--help"], capture_output=True,
                                text=True, timeout=120, cwd=tmp_path)
     assert help_text.returncode == 0 and "--model" in help_text.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_the_wheel_claims_one_namespace_beside_the_wire_code(tmp_path: Path) -> None:
     import zipfile
@@ -60,6 +64,7 @@ def test_the_wheel_claims_one_namespace_beside_the_wire_code(tmp_path: Path) -> 
         sources = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / stage).rglob("*.py"))
         assert sources and all(f"breakout_dqn/{source}" in names for source in sources), stage
     assert "breakout/v1/agent_pb2_grpc.py" in names
+    assert "breakout_dqn/models/breakout-dqn.onnx" in names  # serve's default model, wherever it is installed
 
 
 def dockerfile_stages() -> dict[str, list[str]]:
@@ -96,11 +101,12 @@ def test_each_image_installs_its_dependencies_before_its_code() -> None:
         assert lines[dependencies].startswith("RUN pip install --")
         # The stand-in goes before the code: no empty file of it can shadow or outlive the code's.
         assert "pip uninstall -y breakout-dqn" in lines[dependencies]
-        assert re.search(r"rm -rf .*\bbreakout_dqn breakout README\.md\b", lines[dependencies]), target
+        assert re.search(r"rm -rf .*\bbreakout_dqn breakout training export serving models README\.md\b",
+                         lines[dependencies]), target
         assert dependencies < code < package, target
         assert not any(line.startswith("COPY") for line in lines[:dependencies]), target
-    # The code stage copies the package and every stage folder its namespace links to.
+    # The code stage copies the package and every folder pyproject.toml maps into its namespace.
     sources = {source for line in stages["source"] if line.startswith("COPY") for source in copied(line)}
-    linked = {path.readlink().name for path in (ROOT / "breakout_dqn").iterdir() if path.is_symlink()}
-    assert linked == {"training", "export", "serving"}
-    assert {"pyproject.toml", "README.md", "breakout_dqn", "breakout", *linked} <= sources
+    mapped = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    assert mapped == {"training", "export", "serving", "models"}
+    assert {"pyproject.toml", "README.md", "breakout_dqn", "breakout", *mapped} <= sources
