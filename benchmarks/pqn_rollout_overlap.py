@@ -1,6 +1,6 @@
 """Could PQN's rollout hide the games behind the acting pass? Overlapped against serial, in the same run.
 
-PQN's rollout alternates an acting pass over all its games (the network, ``PQNLearner.act_with_values``)
+PQN's rollout alternates an acting pass over all its games (the network, ``TensorFlowPQNLearner.act_with_values``)
 and one step of all of them (ale-py's vector env, C++ threads). The next pass needs the step's frames,
 so the only way to overlap the two is to split the games into halves that take turns. This measures
 the most that could buy: the games stepping (ale-py ``send``, then ``recv``) while an acting pass runs,
@@ -33,7 +33,7 @@ from breakout_dqn.atari import make_vector_env  # noqa: E402
 from breakout_dqn.training.compute_path import resolved  # noqa: E402
 from breakout_dqn.training.config import resolve  # noqa: E402
 from breakout_dqn.training.learners import build_learner  # noqa: E402
-from breakout_dqn.training.learners.pqn_learner import PQNLearner  # noqa: E402
+from breakout_dqn.training.learners.tensorflow_pqn import TensorFlowPQNLearner  # noqa: E402
 
 
 def ms_per_call(fn: Callable[[], None], reps: int) -> float:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = resolved(resolve({"preset": "pqn"}))  # the path its trainer takes on this CPU (float32 + XLA)
     learner = build_learner(config)
-    assert isinstance(learner, PQNLearner)
+    assert isinstance(learner, TensorFlowPQNLearner)
     env = make_vector_env(config.num_envs, life_loss_info=True)
     observations, _ = env.reset(seed=0)
     stacks = contract.channels_last(observations)

@@ -86,7 +86,7 @@ def optimizer_step_milliseconds(precision: str, optimizer: str, rounds: int = 5,
 
     from breakout_dqn.training.config import resolve
     from breakout_dqn.training.learners import make_optimizer
-    from breakout_dqn.training.learners.tensorflow_learner import optimizer_step
+    from breakout_dqn.training.learners.tensorflow_dqn import optimizer_step
     from breakout_dqn.training.model import build_q_network
 
     config = resolve({"precision": precision, "xla": False, "optimizer": optimizer})

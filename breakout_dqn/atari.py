@@ -52,7 +52,7 @@ def make_vector_env(
 
     kwargs: dict = {}
     if rgb_frames:
-        kwargs = dict(img_height=210, img_width=160, grayscale=False, stack_num=1)
+        kwargs = dict(img_height=contract.SCREEN_HEIGHT, img_width=contract.SCREEN_WIDTH, grayscale=False, stack_num=1)
     return AtariVectorEnv(
         contract.GAME,
         num_envs,
@@ -157,16 +157,59 @@ class GameResult:
     truncated: bool
 
 
+def explore(greedy: np.ndarray, epsilon: float | np.ndarray, rng: np.random.Generator,
+            forced: np.ndarray | None = None) -> np.ndarray:
+    """Epsilon-greedy, the one rule every stage uses: each game's ``greedy`` action ``[N]`` is replaced by a
+    uniformly random one with probability ``epsilon`` (a float, or ``[N]`` per game), and always where
+    ``forced`` is True."""
+    explored = rng.random(len(greedy)) < epsilon
+    if forced is not None:
+        explored |= forced
+    return np.where(explored, rng.integers(0, contract.NUM_ACTIONS, size=len(greedy)), greedy)
+
+
 def epsilon_greedy(act: ActFn, epsilon: float, rng: np.random.Generator) -> ActFn:
-    """Wrap a greedy ``act`` so each env takes a uniformly random action with prob. ``epsilon``."""
+    """Wrap a greedy ``act`` with ``explore``."""
+    return lambda frames: explore(np.asarray(act(frames), dtype=np.int64), epsilon, rng)
 
-    def wrapped(frames: np.ndarray) -> np.ndarray:
-        actions = np.asarray(act(frames), dtype=np.int64)
-        explore = rng.random(len(actions)) < epsilon
-        random_actions = rng.integers(0, contract.NUM_ACTIONS, size=len(actions))
-        return np.where(explore, random_actions, actions)
 
-    return wrapped
+class Stopped(Exception):
+    """``play_games`` gave up because its ``should_stop`` said so (a stop signal during an evaluation)."""
+
+
+@dataclasses.dataclass
+class _Scoreboard:
+    """Per-game score and step counters of the games ``play_games`` runs, with their quotas."""
+
+    quota: np.ndarray
+    finished: np.ndarray
+    scores: np.ndarray
+    steps: np.ndarray
+
+    @classmethod
+    def fair(cls, episodes: int, num_envs: int) -> _Scoreboard:
+        """Each env plays a fixed quota, so short games are not over-represented."""
+        quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
+        zeros = np.zeros(num_envs, dtype=np.int64)
+        return cls(quota, zeros.copy(), np.zeros(num_envs), zeros.copy())
+
+    @property
+    def done(self) -> bool:
+        return bool((self.finished >= self.quota).all())
+
+    def count(self, step: StepResult) -> list[GameResult]:
+        """Account for one vector step; return the games it ended within their env's quota."""
+        self.scores[step.state_opens_game] = 0.0
+        self.steps[step.state_opens_game] = 0
+        self.scores += step.rewards
+        self.steps += step.real
+        ended = []
+        for i in np.flatnonzero(step.game_over):
+            if self.finished[i] < self.quota[i]:
+                ended.append(GameResult(float(self.scores[i]), int(self.steps[i]), int(step.frames_in_game[i]),
+                                        bool(step.truncated[i])))
+            self.finished[i] += 1
+        return ended
 
 
 def play_games(
@@ -180,53 +223,40 @@ def play_games(
     repeat_action_probability: float = 0.0,
     video_path: str | Path | None = None,
     on_game: Callable[[GameResult], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[GameResult]:
     """Play ``episodes`` full 5-life games with ``act`` and return them in finishing order.
 
-    Games run ``num_envs`` at a time; each env plays a fixed quota so short games are not
-    over-represented. FIRE is pressed after every lost life. ``video_path`` (.mp4 or .gif)
-    records env 0's first game from a lockstep RGB twin of the same seed.
+    Games run ``num_envs`` at a time, each env a fixed quota. FIRE is pressed after every lost
+    life. ``video_path`` (.mp4 or .gif) records env 0's first game from a lockstep RGB twin of the
+    same seed. ``should_stop`` is asked before every vector step; True raises ``Stopped``.
     """
     if episodes < 1:
         raise ValueError("episodes must be >= 1")
     num_envs = max(1, min(num_envs, episodes))
-    quota = np.array([episodes // num_envs + (i < episodes % num_envs) for i in range(num_envs)])
-    env_kwargs: dict[str, Any] = dict(
-        life_loss_info=False,
-        noop_max=noop_max,
-        repeat_action_probability=repeat_action_probability,
-        max_frames_per_episode=max_frames_per_episode,
-    )
+    env_kwargs: dict[str, Any] = dict(life_loss_info=False, noop_max=noop_max,
+                                      repeat_action_probability=repeat_action_probability,
+                                      max_frames_per_episode=max_frames_per_episode)
     games = GameStepper(make_vector_env(num_envs, **env_kwargs))
     video_env = make_vector_env(num_envs, rgb_frames=True, **env_kwargs) if video_path else None
     video_frames: list[Any] = []
+    board = _Scoreboard.fair(episodes, num_envs)
+    results: list[GameResult] = []
     try:
         observations = games.reset(seed=seed)
         if video_env is not None:
-            rgb, _ = video_env.reset(seed=seed)
-            video_frames.append(rgb[0, 0])
-        finished = np.zeros(num_envs, dtype=np.int64)
-        scores = np.zeros(num_envs)
-        steps = np.zeros(num_envs, dtype=np.int64)
-        results: list[GameResult] = []
-        while (finished < quota).any():
+            video_frames.append(video_env.reset(seed=seed)[0][0, 0])
+        while not board.done:
+            if should_stop is not None and should_stop():
+                raise Stopped(f"stopped after {len(results)} of {episodes} games")
             step = games.step(np.asarray(act(contract.channels_last(observations)), dtype=np.int64))
             observations = step.observations
-            if video_env is not None and finished[0] == 0:
-                rgb, *_ = video_env.step(step.actions)
-                video_frames.append(rgb[0, 0])
-            scores[step.state_opens_game] = 0.0
-            steps[step.state_opens_game] = 0
-            scores += step.rewards
-            steps += step.real
-            for i in np.flatnonzero(step.game_over):
-                if finished[i] < quota[i]:
-                    result = GameResult(float(scores[i]), int(steps[i]), int(step.frames_in_game[i]),
-                                        bool(step.truncated[i]))
-                    results.append(result)
-                    if on_game is not None:
-                        on_game(result)
-                finished[i] += 1
+            if video_env is not None and board.finished[0] == 0:
+                video_frames.append(video_env.step(step.actions)[0][0, 0])
+            for result in board.count(step):
+                results.append(result)
+                if on_game is not None:
+                    on_game(result)
     finally:
         games.close()
         if video_env is not None:

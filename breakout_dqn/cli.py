@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from breakout_dqn import __version__
+from breakout_dqn.errors import BreakoutDQNError, ExitCode
 
 COMMANDS = {
     "train": ("breakout_dqn.training.cli", "train a DQN on real Breakout (batch job)"),
@@ -53,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(COMMANDS[command][0])
         return int(module.main(rest) or 0)
+    except BreakoutDQNError as error:  # the one place errors become exit codes (breakout_dqn.errors)
+        label = "" if error.exit_code >= 128 else "error: "  # 128 + a signal: a clean stop, not an error
+        print(f"breakout-dqn {command}: {label}{error}", file=sys.stderr, flush=True)
+        return int(error.exit_code)
     except ModuleNotFoundError as error:
         package = (error.name or "").split(".")[0]
         if package not in EXTRA_OF:
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"breakout-dqn {command}: error: needs the Python package {package!r}, which this install lacks; "
               f"install the {extra!r} extra (pip install 'breakout-dqn[{extra}]'), or in a container use the full "
               "image (docker build --target train)", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
 
 
 if __name__ == "__main__":

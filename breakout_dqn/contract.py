@@ -12,7 +12,13 @@ Model output ``q_values``: float32 ``[N, 4]`` in ALE's minimal action order for 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+
+from breakout_dqn.errors import ContractError
+
+__all__ = ["ContractError"]  # raised here; defined with the other errors
 
 INPUT_NAME = "frames"
 OUTPUT_NAME = "q_values"
@@ -67,8 +73,15 @@ REQUIRED_METADATA = (
 )
 
 
-class ContractError(ValueError):
-    """Raised when an array, a payload or a model does not match the contract."""
+# What a stage asks of a model: the metadata values it must carry (ONNX metadata_props).
+EXPECTED_METADATA = {
+    META_CONTRACT: CONTRACT_VERSION,
+    META_ACTIONS: ",".join(ACTION_MEANINGS),
+    META_SERVE_POLICY: SERVE_POLICY,
+}
+
+QFn = Callable[[np.ndarray], np.ndarray]
+"""Maps uint8 frame stacks ``[N,84,84,4]`` to float32 Q-values ``[N,4]``."""
 
 
 def check_frames(frames: np.ndarray) -> np.ndarray:

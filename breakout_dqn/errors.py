@@ -21,9 +21,9 @@ class ExitCode(IntEnum):
 class BreakoutDQNError(Exception):
     """Base of every error a user can cause or fix; ``exit_code`` says how the process ends."""
 
-    exit_code: ExitCode = ExitCode.USAGE
+    exit_code: int = ExitCode.USAGE  # an ExitCode, or 128 + a signal's number (a run stopped by it)
 
-    def __init__(self, message: str, exit_code: ExitCode | None = None):
+    def __init__(self, message: str, exit_code: int | None = None):
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
@@ -45,3 +45,19 @@ class GateFailed(BreakoutDQNError):
     """A model measured and found short of a gate (parity, score floor)."""
 
     exit_code = ExitCode.GATE
+
+
+class ModelLoadError(UsageError, ValueError):
+    """A model file that is missing, unreadable, or not a model of this project's kind."""
+
+
+class ContractError(BreakoutDQNError, ValueError):
+    """An array, a payload or a model that does not match the contract (``breakout_dqn.contract``)."""
+
+    exit_code = ExitCode.CONTRACT
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """An exception as one line of at most ``limit`` characters (library errors span many lines)."""
+    text = " ".join(str(error).split())[:limit]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

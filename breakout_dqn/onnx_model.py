@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 
 from breakout_dqn import contract
+from breakout_dqn.errors import ModelLoadError, one_line
 from breakout_dqn.files import file_sha256
 
-
-class ModelLoadError(ValueError):
-    """The file is missing, is not ONNX, or does not match the contract."""
+__all__ = ["ModelLoadError", "OnnxPolicy", "check_metadata_contract", "metadata_problems", "run_q_values"]
 
 
 def session_options(intra_op_threads: int | None = None) -> Any:
@@ -50,7 +49,7 @@ def load_session(path: str | Path, intra_op_threads: int | None = None) -> Any:
         return ort.InferenceSession(str(path), sess_options=session_options(intra_op_threads),
                                     providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf types
-        raise ModelLoadError(f"cannot load ONNX model {path}: {' '.join(str(error).split())[:300]}") from None
+        raise ModelLoadError(f"cannot load ONNX model {path}: {one_line(error)}") from None
 
 
 def session_metadata(session: Any) -> dict[str, str]:
@@ -77,26 +76,24 @@ def check_session_contract(session: Any) -> None:
         raise ModelLoadError(f"output {contract.OUTPUT_NAME!r} must be float32 [N,4], got {output.type} {output.shape}")
 
 
+def metadata_problems(metadata: dict[str, str]) -> list[str]:
+    """What keeps a model's ONNX metadata from declaring this package's contract (empty: nothing)."""
+    problems = [f"missing {key}" for key in contract.REQUIRED_METADATA if not metadata.get(key)]
+    problems += [f"{key}={metadata[key]!r} does not match this package's {value!r}"
+                 for key, value in contract.EXPECTED_METADATA.items() if metadata.get(key) and metadata[key] != value]
+    return problems
+
+
 def check_metadata_contract(metadata: dict[str, str]) -> None:
     """Raise ModelLoadError unless the ONNX metadata declares this package's contract.
 
     A server refuses such a model at start: its frames, actions or serve policy would not be
     the ones the clients of this contract send and expect.
     """
-    missing = [key for key in contract.REQUIRED_METADATA if key not in metadata]
-    if missing:
-        raise ModelLoadError(
-            f"model metadata lacks {missing}; export it with `breakout-dqn export` "
-            f"(contract {contract.CONTRACT_VERSION})"
-        )
-    expected = {
-        contract.META_CONTRACT: contract.CONTRACT_VERSION,
-        contract.META_ACTIONS: ",".join(contract.ACTION_MEANINGS),
-        contract.META_SERVE_POLICY: contract.SERVE_POLICY,
-    }
-    for key, value in expected.items():
-        if metadata[key] != value:
-            raise ModelLoadError(f"model metadata {key}={metadata[key]!r} does not match this server's {value!r}")
+    problems = metadata_problems(metadata)
+    if problems:
+        raise ModelLoadError(f"model metadata: {'; '.join(problems)} (export it with `breakout-dqn export`, "
+                             f"contract {contract.CONTRACT_VERSION})")
 
 
 def run_q_values(session: Any, frames: np.ndarray) -> np.ndarray:

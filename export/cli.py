@@ -8,7 +8,7 @@ write the ONNX to a temp file beside ``--out``; run the parity gate (``export.pa
 onnxruntime; rename onto ``--out`` only if every check passed. An existing ``--out`` is replaced
 only by a fully successful export.
 
-The gate's JSON report goes to ``--report``; by default beside ``--out``: ``NAME.parity.json`` on
+The gate's JSON report goes to ``--json PATH``; by default beside ``--out``: ``NAME.parity.json`` on
 success, ``NAME.parity-failed.json`` on failure (a failed attempt never overwrites the report of
 the model that is still in place).
 
@@ -19,7 +19,7 @@ from the run directory holding MODEL.keras: ``eval.json`` (``train_agent_steps``
 is not older than the model, else the newest ``checkpoints/checkpoint-<step>.npz`` (written with
 the model); ``--train-steps``/``--eval-score`` override both.
 
-Exit codes:
+Exit codes (``breakout_dqn.errors.ExitCode``):
   0  exported: the parity gate passed and --out was written
   1  I/O error while writing --out or the report
   2  usage error; MODEL missing, unreadable or not a Keras model; --out not writable
@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from breakout_dqn import __version__, contract
+from breakout_dqn.arguments import ArgumentParser, count
+from breakout_dqn.errors import ContractError, ExitCode, GateFailed, OperationFailed, UsageError, one_line
 from breakout_dqn.export import parity
 from breakout_dqn.export.compare import jsonable
 from breakout_dqn.export.convert import OPSET, contract_metadata
@@ -51,36 +53,30 @@ from breakout_dqn.files import file_sha256
 from breakout_dqn.paths import output_path_error
 
 PROG = "breakout-dqn export"
-EXIT_OK, EXIT_IO, EXIT_USAGE, EXIT_CONTRACT, EXIT_PARITY = 0, 1, 2, 3, 4
-
-
-class ExportError(Exception):
-    """Stops the export with ``code`` and a one-line ``message``."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-def one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="the trained model.keras")
     parser.add_argument("--out", type=Path, required=True, help="where to write the ONNX model (.onnx)")
-    parser.add_argument("--report", type=Path,
-                        help="gate report JSON (default: NAME.parity[-failed].json beside --out)")
-    parser.add_argument("--stacks", type=int, default=parity.MIN_REAL_STACKS,
-                        help=f"real frame stacks to compare (at least {parity.MIN_REAL_STACKS:,})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the collection games and the greedy game")
-    parser.add_argument("--atol", type=float, default=parity.ATOL, help="absolute Q tolerance of the gate")
-    parser.add_argument("--rtol", type=float, default=parity.RTOL, help="relative Q tolerance of the gate")
-    parser.add_argument("--train-steps", type=int, help="training agent steps for the metadata (default: run dir)")
+    parser.add_argument("--json", "--report", type=Path, dest="json", metavar="PATH",
+                        help="the gate's JSON report (default: NAME.parity.json, or NAME.parity-failed.json, "
+                        "beside --out)")
+    parser.add_argument("--stacks", type=count, default=parity.MIN_REAL_STACKS,
+                        help=f"real frame stacks to compare, at least {parity.MIN_REAL_STACKS:,} "
+                        f"(default: {parity.MIN_REAL_STACKS:,})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the collection games and the greedy game "
+                        "(default: 0)")
+    parser.add_argument("--atol", type=float, default=parity.ATOL,
+                        help=f"absolute Q tolerance of the gate (default: {parity.ATOL:g})")
+    parser.add_argument("--rtol", type=float, default=parity.RTOL,
+                        help=f"relative Q tolerance of the gate (default: {parity.RTOL:g})")
+    parser.add_argument("--train-steps", type=count,
+                        help="training agent steps for the metadata (default: from the run directory)")
     parser.add_argument("--eval-score", type=float, help="evaluation score for the metadata (default: eval.json)")
+    for action in parser._actions:  # `--report`, the older name, stays accepted but out of the help
+        if action.dest == "json":
+            action.option_strings = ["--json"]
     return parser
 
 
@@ -125,19 +121,24 @@ def run_metadata(model_path: Path) -> tuple[int | None, float | None, list[str]]
     return None, None, notes
 
 
-def check_paths(model: Path, out: Path) -> None:
-    """Cheap checks before TensorFlow is imported: files exist, --out is writable."""
+def check_args(args: argparse.Namespace) -> None:
+    """Cheap checks before TensorFlow is imported: the settings, the files exist, --out is writable."""
+    model, out = args.model, args.out
+    if args.stacks < parity.MIN_REAL_STACKS:
+        raise UsageError(f"--stacks must be at least {parity.MIN_REAL_STACKS:,}, got {args.stacks:,}")
+    if not (0 <= args.atol < 1 and 0 <= args.rtol < 1):
+        raise UsageError("--atol and --rtol must be in [0, 1)")
     if not model.is_file():
-        raise ExportError(EXIT_USAGE, f"model file not found: {model}")
+        raise UsageError(f"model file not found: {model}")
     if not zipfile.is_zipfile(model):
-        raise ExportError(EXIT_USAGE, f"cannot load Keras model {model}: not a .keras archive (zip)")
+        raise UsageError(f"cannot load Keras model {model}: not a .keras archive (zip)")
     if out.suffix != ".onnx":
-        raise ExportError(EXIT_USAGE, f"--out must end in .onnx, got {out}")
+        raise UsageError(f"--out must end in .onnx, got {out}")
     if out.exists() and out.resolve() == model.resolve():
-        raise ExportError(EXIT_USAGE, "--out must differ from MODEL")
+        raise UsageError("--out must differ from MODEL")
     problem = output_path_error("--out", out)  # a directory, or a parent that cannot be made or written
     if problem:
-        raise ExportError(EXIT_USAGE, problem)
+        raise UsageError(problem)
 
 
 @contextlib.contextmanager
@@ -155,41 +156,23 @@ def quiet_native_stderr() -> Iterator[None]:
 
 
 def load_keras(path: Path) -> Any:
-    """Load MODEL.keras (safe mode) and check its contract; ExportError 2 or 3 otherwise."""
+    """Load MODEL.keras (safe mode) and check its contract: ModelLoadError (2) or ContractError (3)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with quiet_native_stderr():
         import keras
         import tensorflow  # noqa: F401
         import tf2onnx  # noqa: F401
 
-        from breakout_dqn.training.model import check_model_contract  # registers the custom layers
+        from breakout_dqn.training.model import load_q_network
     if keras.backend.backend() != "tensorflow":
-        raise ExportError(EXIT_USAGE, "export needs Keras' TensorFlow backend, "
-                                      f"got KERAS_BACKEND={keras.backend.backend()}")
-    try:
-        model = keras.saving.load_model(path, safe_mode=True, compile=False)
-    except Exception as error:  # zip, h5 and deserialization errors all mean "not a model"
-        raise ExportError(EXIT_USAGE, f"cannot load Keras model {path}: {one_line(error)}") from None
-    try:
-        check_model_contract(model)
-    except (ValueError, AttributeError, IndexError) as error:
-        raise ExportError(EXIT_CONTRACT, f"{path} breaks the model contract: {' '.join(str(error).split())}") from None
-    return model
+        raise UsageError(f"export needs Keras' TensorFlow backend, got KERAS_BACKEND={keras.backend.backend()}")
+    return load_q_network(path)
 
 
 def export(args: argparse.Namespace, times: dict[str, float]) -> tuple[bool, dict[str, Any]]:
-    """Run the whole export; returns (gate passed, report). Raises ExportError before the gate."""
-    import onnx
-
+    """Run the whole export; returns (gate passed, report). Raises a BreakoutDQNError before the gate."""
     from breakout_dqn.export.convert import keras_to_onnx
     from breakout_dqn.export.fingerprint import META_FINGERPRINT, build, pick_real
-    from breakout_dqn.files import atomic_path
-    from breakout_dqn.onnx_model import ModelLoadError, OnnxPolicy
-
-    def lap(name: str, started: float) -> float:
-        now = time.perf_counter()
-        times[name] = round(now - started, 3)
-        return now
 
     clock = time.perf_counter()
     model = load_keras(args.model)
@@ -198,23 +181,38 @@ def export(args: argparse.Namespace, times: dict[str, float]) -> tuple[bool, dic
     steps = args.train_steps if args.train_steps is not None else steps
     score = args.eval_score if args.eval_score is not None else score
     metadata = contract_metadata(file_sha256(args.model), train_steps=steps, eval_score=score)
-    clock = lap("load_s", clock)
+    clock = _lap(times, "load_s", clock)
     stacks = parity.collect_stacks(keras_q, args.stacks, seed=args.seed)
-    clock = lap("collect_s", clock)
+    clock = _lap(times, "collect_s", clock)
     metadata[META_FINGERPRINT] = build(pick_real(stacks), keras_q)
     try:
         proto = keras_to_onnx(model, metadata)
     except Exception as error:  # tf2onnx and onnx.checker raise many types
-        raise ExportError(EXIT_CONTRACT, f"conversion failed: {one_line(error)}") from None
-    clock = lap("convert_s", clock)
+        raise ContractError(f"conversion failed: {one_line(error)}") from None
+    clock = _lap(times, "convert_s", clock)
     report: dict[str, Any] = {
         "source": str(args.model), "source_sha256": metadata[contract.META_SOURCE_SHA256], "out": str(args.out),
         "opset": OPSET, "metadata": {k: v for k, v in metadata.items() if k != META_FINGERPRINT},
         "metadata_sources": notes, "fingerprint_bytes": len(metadata[META_FINGERPRINT]),
     }
+    gate = gate_and_write(args, proto, keras_q, parity.exact_q_function(model), stacks, report)
+    _lap(times, "gate_s", clock)
+    report["gate"] = gate.to_json()
+    return gate.passed, report
 
-    class GateFailed(Exception):
-        pass
+
+def gate_and_write(args: argparse.Namespace, proto: Any, keras_q: contract.QFn, exact_q: contract.QFn,
+                   stacks: Any, report: dict[str, Any]) -> parity.GateReport:
+    """Save the ONNX to a temp file beside --out, run the parity gate on it, and rename it onto --out only
+    if the gate passed; a failed gate leaves --out as it was."""
+    import onnx
+
+    from breakout_dqn.export.fingerprint import META_FINGERPRINT
+    from breakout_dqn.files import atomic_path
+    from breakout_dqn.onnx_model import ModelLoadError, OnnxPolicy
+
+    class Refused(Exception):
+        """The gate failed: leave the atomic write without renaming."""
 
     gate: parity.GateReport | None = None
     try:
@@ -224,21 +222,24 @@ def export(args: argparse.Namespace, times: dict[str, float]) -> tuple[bool, dic
             try:
                 policy = OnnxPolicy(temp)
             except ModelLoadError as error:
-                raise ExportError(EXIT_CONTRACT, f"converted model rejected by onnxruntime: {error}") from None
+                raise ContractError(f"converted model rejected by onnxruntime: {error}") from None
             gate = parity.run_gate(keras_q, policy.q_values, stacks,
                                    fingerprint_value=policy.metadata.get(META_FINGERPRINT),
-                                   seed=args.seed, atol=args.atol, rtol=args.rtol,
-                                   exact_q=parity.exact_q_function(model))
-            clock = lap("gate_s", clock)
+                                   seed=args.seed, atol=args.atol, rtol=args.rtol, exact_q=exact_q)
             if not gate.passed:
-                raise GateFailed
-    except GateFailed:
+                raise Refused
+    except Refused:
         pass
     except OSError as error:
-        raise ExportError(EXIT_IO, f"cannot write {args.out}: {error.strerror or error}") from None
+        raise OperationFailed(f"cannot write {args.out}: {error.strerror or error}") from None
     assert gate is not None
-    report["gate"] = gate.to_json()
-    return gate.passed, report
+    return gate
+
+
+def _lap(times: dict[str, float], name: str, started: float) -> float:
+    now = time.perf_counter()
+    times[name] = round(now - started, 3)
+    return now
 
 
 def versions() -> dict[str, str]:
@@ -280,36 +281,24 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
-    if args.stacks < parity.MIN_REAL_STACKS:
-        print(f"{PROG}: error: --stacks must be at least {parity.MIN_REAL_STACKS:,}", file=sys.stderr)
-        return EXIT_USAGE
-    if not (0 <= args.atol < 1 and 0 <= args.rtol < 1):
-        print(f"{PROG}: error: --atol and --rtol must be in [0, 1)", file=sys.stderr)
-        return EXIT_USAGE
+    check_args(args)
     times: dict[str, float] = {}
-    try:
-        check_paths(args.model, args.out)
-        passed, report = export(args, times)
-    except ExportError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return error.code
+    passed, report = export(args, times)
     times["total_s"] = round(time.perf_counter() - started, 3)
     report.update(passed=passed, timings_s=times, versions=versions(),
                   created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    report_path = args.report or default_report_path(args.out, passed)
+    report_path = args.json or default_report_path(args.out, passed)
     from breakout_dqn.files import atomic_write_text
 
     try:
         atomic_write_text(report_path, json.dumps(jsonable(report), indent=2) + "\n")
     except OSError as error:
-        print(f"{PROG}: error: cannot write the report {report_path}: {error.strerror or error}", file=sys.stderr)
-        return EXIT_IO
+        raise OperationFailed(f"cannot write the report {report_path}: {error.strerror or error}") from None
     print("\n".join(summary_lines(report)))
     if not passed:
         failures = report["gate"]["failures"]
-        print(f"{PROG}: error: parity gate failed ({len(failures)} check(s); first: {failures[0]}); "
-              f"report: {report_path}; nothing written to {args.out}", file=sys.stderr)
-        return EXIT_PARITY
+        raise GateFailed(f"parity gate failed ({len(failures)} check(s); first: {failures[0]}); "
+                         f"report: {report_path}; nothing written to {args.out}")
     print(f"exported {args.out} ({report['onnx_bytes'] / 1e6:.1f} MB, opset {OPSET}) in {times['total_s']:.1f} s; "
           f"report: {report_path}")
-    return EXIT_OK
+    return ExitCode.OK

@@ -29,12 +29,12 @@ import base64
 import hashlib
 import json
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from breakout_dqn import contract
+from breakout_dqn.errors import ContractError
 from breakout_dqn.export.compare import Comparison, compare
 
 META_FINGERPRINT = contract.META_FINGERPRINT
@@ -45,11 +45,11 @@ REAL_COUNT = 16
 ATOL = 1e-4
 RTOL = 1e-4
 
-QFn = Callable[[np.ndarray], np.ndarray]
+QFn = contract.QFn
 """Maps uint8 frame stacks ``[N,84,84,4]`` to float32 Q-values ``[N,4]``."""
 
 
-class FingerprintError(ValueError):
+class FingerprintError(ContractError):
     """The fingerprint metadata is missing, malformed, or the model does not reproduce it."""
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -61,7 +60,7 @@ NOISE_BATCH = 64
 COLLECT_ENVS = 16
 COLLECT_EPSILONS = (0.1, 1.0)  # per-env exploration rate, spread linearly over the envs
 
-QFn = Callable[[np.ndarray], np.ndarray]
+QFn = contract.QFn
 """Maps uint8 frame stacks ``[N,84,84,4]`` to float32 Q-values ``[N,4]``."""
 
 
@@ -133,9 +132,7 @@ def collect_stacks(q_fn: QFn, count: int, *, seed: int = 0, num_envs: int = COLL
             take = min(num_envs, count - filled)
             stacks[filled:filled + take] = frames[:take]
             filled += take
-            greedy = np.argmax(q_fn(frames), axis=1)
-            explore = rng.random(num_envs) < epsilons
-            actions = np.where(explore, rng.integers(0, contract.NUM_ACTIONS, size=num_envs), greedy)
+            actions = atari.explore(np.argmax(q_fn(frames), axis=1), epsilons, rng)
             observations = games.step(actions).observations
     finally:
         games.close()
@@ -258,6 +255,18 @@ def judge(q_keras: np.ndarray, q_onnx: np.ndarray, q_exact: np.ndarray | None, a
     return result, dataclasses.asdict(result) | rounding
 
 
+def check_fingerprint(onnx_q: QFn, fingerprint_value: str | None, failures: list[str]) -> dict[str, Any]:
+    """Check 3: the ONNX model reproduces the probe fingerprint stored at export; appends to ``failures``."""
+    try:
+        probe_cmp, decoded = fingerprint.check(onnx_q, fingerprint_value)
+    except fingerprint.FingerprintError as error:
+        failures.append(f"fingerprint: {error}")
+        return {"passed": False, "error": str(error)}
+    if not probe_cmp.passed:
+        failures.append(_describe("fingerprint probe", probe_cmp, decoded.atol, decoded.rtol))
+    return dataclasses.asdict(probe_cmp) | {"atol": decoded.atol, "rtol": decoded.rtol}
+
+
 def run_gate(keras_q: QFn, onnx_q: QFn, stacks: np.ndarray, *, fingerprint_value: str | None, seed: int = 0,
              atol: float = ATOL, rtol: float = RTOL, min_stacks: int | None = None,
              max_frames: int = atari.NATURE_MAX_FRAMES, exact_q: QFn | None = None) -> GateReport:
@@ -294,14 +303,7 @@ def run_gate(keras_q: QFn, onnx_q: QFn, stacks: np.ndarray, *, fingerprint_value
     timings["edge_cases"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    try:
-        probe_cmp, decoded = fingerprint.check(onnx_q, fingerprint_value)
-        finger_json = dataclasses.asdict(probe_cmp) | {"atol": decoded.atol, "rtol": decoded.rtol}
-        if not probe_cmp.passed:
-            failures.append(_describe("fingerprint probe", probe_cmp, decoded.atol, decoded.rtol))
-    except fingerprint.FingerprintError as error:
-        finger_json = {"passed": False, "error": str(error)}
-        failures.append(f"fingerprint: {error}")
+    finger_json = check_fingerprint(onnx_q, fingerprint_value, failures)
     timings["fingerprint"] = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -10,15 +10,20 @@ Checks, in order (onnxruntime, no TensorFlow):
   fingerprint  the Q-values on the probe stored at export reproduce the source Keras model's within
                1e-4 + 1e-4*|q| with the same argmax (breakout_dqn.export.fingerprint): catches weights changed
                after export
-  score        with --min-score: N full games (Nature protocol: epsilon 0.05, no-op starts, 18,000
-               frame cap, FIRE after lost lives) must average at least --min-score
+  score        with --episodes N and/or --min-score: N full games (Nature protocol: epsilon 0.05,
+               no-op starts, 18,000-frame cap, FIRE after lost lives), reported; with --min-score
+               their mean must be at least --min-score (N defaults to 10 then). Without either,
+               no game is played.
 
-Exit codes:
+Exit codes (``breakout_dqn.errors.ExitCode``):
   0  every check passed
   2  usage error, or MODEL missing / unreadable / not an ONNX model
   3  contract failure: checker, io, metadata, non-finite Q-values or fingerprint mismatch
   4  the mean score of the games is below --min-score
 (An unexpected internal error exits 1 with a Python traceback.)
+
+Reports: text on stdout; ``--json PATH`` also writes the result as JSON (``--json -``, or ``--json``
+alone: the JSON on stdout instead of the text).
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ import argparse
 import json
 import math
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,19 +40,23 @@ from typing import Any
 import numpy as np
 
 from breakout_dqn import atari, contract
+from breakout_dqn.arguments import ArgumentParser, count
+from breakout_dqn.errors import ContractError, ExitCode, GateFailed, UsageError, one_line
 from breakout_dqn.export import fingerprint
 from breakout_dqn.export.compare import jsonable
 from breakout_dqn.onnx_model import (
     ModelLoadError,
-    check_metadata_contract,
     check_session_contract,
     load_session,
+    metadata_problems,
     run_q_values,
     session_metadata,
 )
+from breakout_dqn.paths import output_path_error
 
 PROG = "breakout-dqn verify"
-EXIT_OK, EXIT_USAGE, EXIT_CONTRACT, EXIT_SCORE = 0, 2, 3, 4
+GAMES_WITH_MIN_SCORE = 10  # games played for --min-score when --episodes is not given
+FAILURES = {ExitCode.USAGE: UsageError, ExitCode.CONTRACT: ContractError, ExitCode.GATE: GateFailed}
 
 
 @dataclass
@@ -59,17 +67,23 @@ class Check:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="the exported model.onnx")
-    parser.add_argument("--min-score", type=float, help="play --episodes games and fail (exit 4) below this mean")
-    parser.add_argument("--episodes", type=int, default=10, help="games to play with --min-score")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the games' no-op starts and exploration")
-    parser.add_argument("--epsilon", type=float, default=atari.NATURE_EPSILON, help="random-action rate in the games")
-    parser.add_argument("--num-envs", type=int, default=8, help="games played at once")
+    parser.add_argument("--min-score", type=float,
+                        help="play the games and fail (exit 4) when their mean is below this (default: no floor)")
+    parser.add_argument("--episodes", type=count,
+                        help=f"games to play and report (default: none; {GAMES_WITH_MIN_SCORE} with --min-score)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the games' no-op starts and exploration (default: 0)")
+    parser.add_argument("--epsilon", type=float, default=atari.NATURE_EPSILON,
+                        help=f"random-action rate in the games (default: {atari.NATURE_EPSILON})")
+    parser.add_argument("--num-envs", type=count, default=8, help="games played at once (default: 8)")
+    parser.add_argument("--max-frames", type=count, default=atari.NATURE_MAX_FRAMES,
+                        help=f"frame cap per game (default: {atari.NATURE_MAX_FRAMES})")
     parser.add_argument("--skip-fingerprint", action="store_true",
                         help="accept a model without the export fingerprint (not written by 'breakout-dqn export')")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of text")
+    parser.add_argument("--json", type=Path, nargs="?", const=Path("-"), metavar="PATH",
+                        help="write the result as JSON to PATH; '-' or no PATH: on stdout instead of the text")
     return parser
 
 
@@ -83,7 +97,7 @@ def check_checker(path: Path) -> Check:
         proto = onnx.load(str(path), load_external_data=False)
         opsets = {entry.domain or "ai.onnx": entry.version for entry in proto.opset_import}
     except Exception as error:  # onnx raises ValidationError, DecodeError, ...
-        return Check("checker", False, f"onnx.checker: {' '.join(str(error).split())[:300]}")
+        return Check("checker", False, f"onnx.checker: {one_line(error)}")
     return Check("checker", True, f"onnx.checker passed; opset {opsets.get('ai.onnx', '?')}")
 
 
@@ -96,14 +110,7 @@ def check_io(session: Any) -> Check:
 
 
 def check_metadata(metadata: dict[str, str]) -> Check:
-    problems = [f"missing {key}" for key in contract.REQUIRED_METADATA if not metadata.get(key)]
-    expected = {
-        contract.META_CONTRACT: contract.CONTRACT_VERSION,
-        contract.META_ACTIONS: ",".join(contract.ACTION_MEANINGS),
-        contract.META_SERVE_POLICY: contract.SERVE_POLICY,
-    }
-    problems += [f"{key} is {metadata[key]!r}, expected {value!r}"
-                 for key, value in expected.items() if metadata.get(key) and metadata[key] != value]
+    problems = metadata_problems(metadata)  # the server's own load-time check, and more
     sha = metadata.get(contract.META_SOURCE_SHA256)
     if sha and not re.fullmatch(r"[0-9a-f]{64}", sha):
         problems.append(f"{contract.META_SOURCE_SHA256} is not a sha256 hex digest")
@@ -116,11 +123,6 @@ def check_metadata(metadata: dict[str, str]) -> Check:
                     raise ValueError
             except ValueError:
                 problems.append(f"{key} is not a non-negative number: {metadata[key]!r}")
-    if not problems:  # never laxer than the server's own load-time check
-        try:
-            check_metadata_contract(metadata)
-        except ModelLoadError as error:
-            problems.append(str(error))
     if problems:
         return Check("metadata", False, "; ".join(problems))
     known = [f"{key.split('.')[-1]}={metadata[key]}" for key in (contract.META_TRAIN_STEPS, contract.META_EVAL_SCORE,
@@ -134,7 +136,7 @@ def check_q_values(session: Any, probe: np.ndarray) -> Check:
         big = run_q_values(session, probe)
         single = run_q_values(session, probe[:1])
     except Exception as error:  # onnxruntime runtime errors
-        return Check("q_values", False, f"inference failed: {' '.join(str(error).split())[:300]}")
+        return Check("q_values", False, f"inference failed: {one_line(error)}")
     for batch, q in ((len(probe), big), (1, single)):
         if q.dtype != np.float32 or q.shape != (batch, contract.NUM_ACTIONS):
             return Check("q_values", False,
@@ -153,7 +155,7 @@ def check_fingerprint(session: Any, value: str | None, skip: bool) -> tuple[Chec
     except fingerprint.FingerprintError as error:
         return Check("fingerprint", False, str(error)), None
     except Exception as error:  # inference failure on the probe
-        return Check("fingerprint", False, f"inference failed: {' '.join(str(error).split())[:300]}"), None
+        return Check("fingerprint", False, f"inference failed: {one_line(error)}"), None
     detail = (f"{result.count} probe stacks: max |dq| {result.max_abs_dq:.3g} ({result.max_tolerance_ratio:.3g}x "
               f"the tolerance {decoded.atol:g} + {decoded.rtol:g}*|q|), "
               f"argmax agreement {100 * result.argmax_agreement:.1f}%")
@@ -170,10 +172,10 @@ def play(session: Any, args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.perf_counter()
     results = atari.play_games(atari.epsilon_greedy(act, args.epsilon, rng), args.episodes, seed=args.seed,
-                               num_envs=args.num_envs)
+                               num_envs=args.num_envs, max_frames_per_episode=args.max_frames)
     summary = atari.summarize(results)
     summary.update(min_score=args.min_score, epsilon=args.epsilon, seed=args.seed,
-                   max_frames=atari.NATURE_MAX_FRAMES, seconds=round(time.perf_counter() - started, 1))
+                   max_frames=args.max_frames, seconds=round(time.perf_counter() - started, 1))
     return summary
 
 
@@ -185,7 +187,7 @@ def verify(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         session = load_session(args.model)
     except ModelLoadError as error:
         checks.append(Check("load", False, str(error)))
-        return EXIT_USAGE, result
+        return ExitCode.USAGE, result
     checks.append(Check("load", True, f"{args.model} ({args.model.stat().st_size / 1e6:.1f} MB)"))
     metadata = session_metadata(session)
     result["metadata"] = {k: v for k, v in metadata.items() if k != fingerprint.META_FINGERPRINT}
@@ -198,33 +200,49 @@ def verify(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
                                                          args.skip_fingerprint)
         checks.append(check)
     if not all(check.ok for check in checks):
-        return EXIT_CONTRACT, result
-    if args.min_score is not None:
-        result["score"] = play(session, args)
-        score = result["score"]
-        passed = score["mean"] >= args.min_score
-        checks.append(Check("score", passed, f"mean {score['mean']:.1f} +- {score['std']:.1f} over {args.episodes} "
-                                             f"games ({'>=' if passed else '<'} --min-score {args.min_score:g})"))
+        return ExitCode.CONTRACT, result
+    if args.episodes is not None:
+        result["score"] = score = play(session, args)
+        passed = args.min_score is None or score["mean"] >= args.min_score
+        floor = "no --min-score" if args.min_score is None else \
+            f"{'>=' if passed else '<'} --min-score {args.min_score:g}"
+        checks.append(Check("score", passed, f"mean {score['mean']:.1f} +- {score['std']:.1f} over "
+                                             f"{args.episodes} games ({floor})"))
         if not passed:
-            return EXIT_SCORE, result
-    return EXIT_OK, result
+            return ExitCode.GATE, result
+    return ExitCode.OK, result
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.min_score is not None and args.episodes is None:
+        args.episodes = GAMES_WITH_MIN_SCORE
+    if (args.episodes is not None and args.episodes < 1) or args.num_envs < 1 or args.max_frames < 1:
+        raise UsageError("--episodes, --num-envs and --max-frames must be >= 1")
+    if not 0.0 <= args.epsilon <= 1.0:
+        raise UsageError(f"--epsilon must be in [0, 1], got {args.epsilon}")
+    problem = args.json is not None and str(args.json) != "-" and output_path_error("--json", args.json)
+    if problem:
+        raise UsageError(problem)
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if args.episodes < 1 or args.num_envs < 1 or not 0.0 <= args.epsilon <= 1.0:
-        print(f"{PROG}: error: need --episodes >= 1, --num-envs >= 1 and 0 <= --epsilon <= 1", file=sys.stderr)
-        return EXIT_USAGE
+    check_args(args)
     code, result = verify(args)
     checks: list[Check] = result["checks"]
-    result.update(ok=code == EXIT_OK, exit_code=code, checks=[asdict(check) for check in checks])
-    if args.json:
-        print(json.dumps(jsonable(result), indent=2, allow_nan=False))
+    result.update(ok=code == ExitCode.OK, exit_code=int(code), checks=[asdict(check) for check in checks])
+    report = json.dumps(jsonable(result), indent=2, allow_nan=False)
+    if args.json is not None and str(args.json) == "-":
+        print(report)
     else:
         for check in checks:
             print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<11} {check.detail}")
-        print(f"{args.model}: {'OK' if code == EXIT_OK else 'FAILED'} (exit {code})")
+        print(f"{args.model}: {'OK' if code == ExitCode.OK else 'FAILED'} (exit {int(code)})")
+        if args.json is not None:
+            from breakout_dqn.files import atomic_write_text
+
+            atomic_write_text(args.json, report + "\n")
     failed = [check for check in checks if not check.ok]
     if failed:
-        print(f"{PROG}: error: {failed[0].name}: {failed[0].detail}", file=sys.stderr)
-    return code
+        raise FAILURES[ExitCode(code)](f"{failed[0].name}: {failed[0].detail}")
+    return ExitCode.OK

@@ -46,11 +46,11 @@ echo "== evaluate $RUN/model.keras ($steps agent steps), $EPISODES games"
 score=$("$BIN/python" -c "import json,sys; print(round(json.load(open(sys.argv[1]))['mean'], 1))" "$staged/eval.json")
 
 echo "== export (parity gate)"
-"$BIN/breakout-dqn" export "$RUN/model.keras" --out "$staged/model.onnx" --report "$staged/parity.json" \
+"$BIN/breakout-dqn" export "$RUN/model.keras" --out "$staged/model.onnx" --json "$staged/parity.json" \
   --train-steps "$steps" --eval-score "$score"
 
 echo "== verify the export, $EPISODES games"
-"$BIN/breakout-dqn" verify "$staged/model.onnx" --min-score "$MIN_SCORE" --episodes "$EPISODES" --json > "$staged/verify.json"
+"$BIN/breakout-dqn" verify "$staged/model.onnx" --min-score "$MIN_SCORE" --episodes "$EPISODES" --json "$staged/verify.json"
 
 echo "== record in $RESULTS"
 "$BIN/python" - "$checkpoint" "$staged/eval.json" "$RUN" "$EPISODES" "$RESULTS" <<'EOF'

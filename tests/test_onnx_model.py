@@ -108,7 +108,7 @@ def test_a_graph_that_breaks_the_contract_is_refused(tmp_path: Path, elem_type: 
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({contract.META_CONTRACT: None}, r"lacks \['breakout_dqn.contract'\]"),
+    ({contract.META_CONTRACT: None}, "missing breakout_dqn.contract"),
     ({contract.META_SERVE_POLICY: "agent-presses-fire"}, "breakout_dqn.serve_policy='agent-presses-fire'"),
     ({contract.META_ACTIONS: "NOOP,FIRE,LEFT,RIGHT"}, "breakout_dqn.action_meanings"),
     ({contract.META_CONTRACT: "frames-f32-nchw/v0"}, "does not match"),

@@ -42,6 +42,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from breakout_dqn.errors import UsageError
 from breakout_dqn.training.compute_path import parse_path_name
 from breakout_dqn.training.metrics import read_metrics
 from breakout_dqn.training.run_directory import COMPUTE_SETTINGS, PIECE_SETTINGS
@@ -51,7 +52,7 @@ WINDOW = 100  # training games in the rolling mean
 STANDARD_ERRORS = 2.0  # how many combined standard errors an evaluation gap must pass
 
 
-class AblationError(ValueError):
+class AblationError(UsageError):
     """A record cannot be compared; the message says which file and why."""
 
 

@@ -1,10 +1,11 @@
-"""Checkpoints: learner arrays + loop state in one ``.npz``, written atomically.
+"""Checkpoints: learner arrays + run state in one ``.npz``, written atomically.
 
-A checkpoint holds the online and target weights, the Adam state, the step and update
-counters, the sampling/exploration RNG state and the metric windows. The replay buffer is NOT
-saved (7 GB at 1M transitions): on ``--resume`` it starts empty and is refilled with
-``--learning-starts`` agent steps of the restored policy (at the restored epsilon) before
-updates continue. Env games restart from fresh resets seeded by ``seed + step``.
+A checkpoint holds the online and target weights, the optimizer's state, the step and update
+counters, the random generators' states, the metric windows and the algorithm's own state (DQN:
+the replay's cursor). The replay itself is not in it: a durable replay is its own memory-mapped
+files in the run directory (``training.replay_storage``), restored exactly to that cursor; without
+one, a resume refills the replay for ``--learning-starts`` agent steps before updates continue. The
+games restart from fresh resets seeded by ``seed + step``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from breakout_dqn.errors import UsageError
 from breakout_dqn.files import atomic_write_bytes
 
 PATTERN = re.compile(r"^checkpoint-(\d{12})\.npz$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """A checkpoint that cannot be read; the message names the file and the reason."""
 
 

@@ -1,31 +1,29 @@
-"""``breakout-dqn train``: flags -> resolved config -> training run, with one-line errors."""
+"""``breakout-dqn train``: flags -> resolved settings -> a training run (errors: ``breakout_dqn.errors``)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from breakout_dqn.training.checkpoint import CheckpointError
-from breakout_dqn.training.config import ConfigError, TrainConfig, build_parser, load_config, resolve
-from breakout_dqn.training.replay_storage import ReplayStorageError
+from breakout_dqn.training.arguments import build_parser, explicit_settings
+from breakout_dqn.training.config import TrainConfig, config_from_json, resolve
 from breakout_dqn.training.run_directory import RunDirectory, RunDirectoryError
-from breakout_dqn.training.train import Interrupted, train
 
-PROG = "breakout-dqn train"
+__all__ = ["build_parser", "main"]
 SUMMARY_KEYS = ("mean", "std", "episodes", "train_agent_steps", "wall_seconds")
 
 
-def resolve_explicit(explicit: dict) -> TrainConfig:
-    """A fresh run: preset + flags. ``--resume``: the run's saved config + flags (e.g. a larger --steps).
+def resolve_explicit(explicit: dict[str, Any]) -> TrainConfig:
+    """A fresh run: preset + flags. ``--resume``: the run's saved settings + flags (e.g. a larger --steps).
 
     ``--auto-resume``: ``--resume`` when ``--out`` holds checkpoints of the run these flags describe,
     a fresh run when it holds none, and an error naming the differences when it holds another run.
     """
     run = RunDirectory(Path(explicit.get("out", TrainConfig.out)))
     if explicit.get("auto_resume") and not explicit.get("resume") and run.newest_checkpoint() is not None:
-        asked = resolve(explicit).to_json()
-        differences = run.differences(asked)
+        differences = run.differences(resolve(explicit).to_json())
         if differences:
             raise RunDirectoryError(f"--auto-resume: {run.root} holds another run ({'; '.join(differences)})")
         explicit = {**explicit, "resume": True}
@@ -34,7 +32,7 @@ def resolve_explicit(explicit: dict) -> TrainConfig:
     if not run.config.is_file():
         raise RunDirectoryError(f"--resume: no config.json in {run.root}")
     try:
-        saved = load_config(run.config).to_json()
+        saved = config_from_json(json.loads(run.config.read_text())).to_json()
     except (ValueError, TypeError) as error:
         raise RunDirectoryError(f"--resume: unreadable {run.config}: {error}") from None
     return resolve({**saved, **explicit})
@@ -54,19 +52,17 @@ def finished_run(config: TrainConfig) -> dict | None:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser(PROG).parse_args(argv)  # exits 2 with a usage line on a bad flag
-    try:
-        config = resolve_explicit(vars(args))
-        summary = finished_run(config)
-        if summary is not None:
-            print(f"{config.out} already finished its {config.steps:,} steps: nothing to do", file=sys.stderr)
-        else:
-            summary = train(config)
-    except (ConfigError, RunDirectoryError, CheckpointError, ReplayStorageError, MemoryError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    except Interrupted as stop:
-        print(f"{PROG}: {stop}", file=sys.stderr)
-        return 128 + stop.signum
+    explicit, print_only = explicit_settings(argv)  # argparse exits 2 with one line on a bad flag
+    config = resolve_explicit(explicit)
+    if print_only:
+        print(json.dumps(config.to_json(), indent=2, sort_keys=True))
+        return 0
+    summary = finished_run(config)
+    if summary is not None:
+        print(f"{config.out} already finished its {config.steps:,} steps: nothing to do", file=sys.stderr)
+    else:
+        from breakout_dqn.training.train import train
+
+        summary = train(config)
     print(json.dumps({key: summary.get(key) for key in SUMMARY_KEYS}))
     return 0

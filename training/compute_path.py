@@ -1,27 +1,13 @@
 """The update's compute path (arithmetic, kernels) that runs fastest on this CPU: ``--precision auto``
 and an unset ``--xla``, the defaults.
 
-Measured with ``benchmarks/train_throughput.py --paths`` (one ``cleanrl`` update, batch 32; README
-"Benchmarks"):
-
-- CPUs with bfloat16 instructions (AMX-BF16 or AVX512_BF16): oneDNN beats XLA, and bfloat16 beats
-  float32: bfloat16 + oneDNN 17.0 ms, float32 + oneDNN 24.4, float32 + XLA 35.0 on an Intel Xeon
-  with AMX (results/train_throughput_xeon-amx.json); 14.1, 19.2 and 22.2 ms on the AMD Zen 4 of
-  NOTES.md;
-- CPUs without them: float32 + XLA 35.5 ms, float32 + oneDNN 46.2, bfloat16 (emulated) + XLA 37.7,
-  bfloat16 + oneDNN 216.3 on an AMD Zen 3 (results/train_throughput.json).
-
-bfloat16 is chosen for DQN only, on Keras' TensorFlow backend: that is where its learning curve was
-measured against float32 (results/default-bf16-s1 against results/default-s1-1m: 87.0 +- 40.9 over
-300 games against 91.5 +- 47.3, within two combined standard errors). PQN keeps float32 + XLA, the
-path of its measured runs (bfloat16 would make its trainer 1.09x faster), and the JAX backend
-float32.
-
-The settings stay as asked in the run's config.json (``auto``, ``null``) and each piece of the run
-resolves them on the machine it runs on (``build_learner``), so a run split across machines of
-different kinds takes each one's fastest path; weights, optimizer state and the saved model are
-float32 on every path. The path taken is printed at the start and logged in each ``train`` record
-(``compute``).
+On CPUs with bfloat16 instructions (AMX-BF16, AVX512_BF16) oneDNN's kernels beat XLA and bfloat16
+beats float32; elsewhere float32 + XLA is fastest (per CPU: docs/benchmarks.md, "The update").
+bfloat16 is chosen for DQN on Keras' TensorFlow backend only, where its learning curve was measured
+against float32 (docs/experiments.md); PQN and the JAX backend keep float32. Each piece of a run
+resolves the settings on the machine it runs on (the run's config.json keeps ``auto``); weights,
+optimizer state and the saved model are float32 on every path. The path taken is printed at start
+and logged in each ``train`` record (``compute``).
 """
 
 from __future__ import annotations
@@ -30,12 +16,13 @@ import dataclasses
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from breakout_dqn.training.config import TrainConfig
 
 BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+Config = TypeVar("Config", bound="TrainConfig")
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
@@ -62,7 +49,7 @@ def fastest_path(algorithm: str, flags: Iterable[str], precision: str = "auto", 
     return precision, xla
 
 
-def resolved(config: TrainConfig, flags: Iterable[str] | None = None) -> TrainConfig:
+def resolved(config: Config, flags: Iterable[str] | None = None) -> Config:
     """``config`` with ``precision="auto"`` and ``xla=None`` filled in for this CPU (``flags``: /proc/cpuinfo's)."""
     if config.precision != "auto" and config.xla is not None:
         return config

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from breakout_dqn import atari
+from breakout_dqn.arguments import ArgumentParser, count
+from breakout_dqn.errors import UsageError
 from breakout_dqn.paths import output_path_error
 
 PROG = "breakout-dqn evaluate"
@@ -26,39 +28,39 @@ def load_act_fn(path: Path) -> atari.ActFn:
 
         model = load_q_network(path)  # predict_on_batch: a compiled call, 5x faster than an eager one here
         return lambda frames: np.argmax(model.predict_on_batch(frames), axis=1)
-    raise ValueError(f"MODEL must be a .keras or .onnx file, got {path.name}")
+    raise UsageError(f"MODEL must be a .keras or .onnx file, got {path.name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(prog=PROG, description=__doc__)
     parser.add_argument("model", type=Path, help="model.keras or model.onnx")
-    parser.add_argument("--episodes", type=int, default=30, help="full 5-life games to play")
+    parser.add_argument("--episodes", type=count, default=30, help="full 5-life games to play")
     parser.add_argument("--epsilon", type=float, default=atari.NATURE_EPSILON, help="random-action rate")
     parser.add_argument("--seed", type=int, default=0, help="seed for no-op starts and exploration")
-    parser.add_argument("--num-envs", type=int, default=8, help="games played at once")
-    parser.add_argument("--max-frames", type=int, default=atari.NATURE_MAX_FRAMES, help="frame cap per game")
+    parser.add_argument("--num-envs", type=count, default=8, help="games played at once")
+    parser.add_argument("--max-frames", type=count, default=atari.NATURE_MAX_FRAMES, help="frame cap per game")
     parser.add_argument("--sticky-actions", type=float, default=0.0, help="repeat_action_probability")
     parser.add_argument("--video", type=Path, help="record the first game as .mp4 or .gif")
-    parser.add_argument("--json", type=Path, help="write the result as JSON here")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the result as JSON here")
     return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse, before a model loads or a game starts, a value that cannot work."""
+    if args.episodes < 1 or args.num_envs < 1 or args.max_frames < 1:
+        raise UsageError("--episodes, --num-envs and --max-frames must be >= 1")
+    if not 0.0 <= args.epsilon <= 1.0 or not 0.0 <= args.sticky_actions <= 1.0:
+        raise UsageError("--epsilon and --sticky-actions must be in [0, 1]")
+    for problem in (args.video and output_path_error("--video", args.video, atari.VIDEO_SUFFIXES),
+                    args.json and output_path_error("--json", args.json)):
+        if problem:
+            raise UsageError(problem)
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if args.episodes < 1 or not 0.0 <= args.epsilon <= 1.0 or args.num_envs < 1:
-        print(f"{PROG}: error: need --episodes >= 1, --num-envs >= 1 and 0 <= --epsilon <= 1", file=sys.stderr)
-        return 2
-    for problem in (args.video and output_path_error("--video", args.video, atari.VIDEO_SUFFIXES),
-                    args.json and output_path_error("--json", args.json)):
-        if problem:
-            print(f"{PROG}: error: {problem}", file=sys.stderr)
-            return 2
-    try:
-        act = load_act_fn(args.model)
-    except ValueError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+    check_args(args)
+    act = load_act_fn(args.model)
     rng = np.random.default_rng(args.seed)
     played = 0
 

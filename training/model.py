@@ -8,6 +8,7 @@ import keras
 from keras import layers, ops
 
 from breakout_dqn import contract
+from breakout_dqn.errors import ContractError, ModelLoadError, one_line
 
 
 @keras.saving.register_keras_serializable(package="breakout_dqn")
@@ -84,28 +85,35 @@ def float32_copy(model: keras.Model, dueling: bool, layer_norm: bool = False) ->
 
 
 def load_q_network(path: str | Path) -> keras.Model:
-    """Load a ``.keras`` Q-network with safe mode on; raise ValueError with a one-line reason."""
+    """Load a ``.keras`` Q-network (safe mode) and check its contract: the one Keras loader of every stage.
+
+    ModelLoadError (exit 2) for a file that is missing or not a Keras model; ContractError (exit 3) for
+    a model that does not map uint8 ``[N,84,84,4]`` to ``[N,4]``.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"model file not found: {path}")
+        raise ModelLoadError(f"model file not found: {path}")
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # zip, h5 and deserialization errors all mean "not a model"
-        raise ValueError(f"cannot load Keras model {path}: {type(error).__name__}: {error}") from None
-    check_model_contract(model)
+        raise ModelLoadError(f"cannot load Keras model {path}: {one_line(error)}") from None
+    try:
+        check_model_contract(model)
+    except (ContractError, AttributeError, IndexError) as error:
+        raise ContractError(f"{path} breaks the model contract: {' '.join(str(error).split())}") from None
     return model
 
 
 def check_model_contract(model: keras.Model) -> None:
-    """Raise ValueError unless the model maps uint8 [N,84,84,4] to [N,4]."""
+    """Raise ContractError unless the model maps uint8 [N,84,84,4] to [N,4]."""
     inputs = model.inputs
     if len(inputs) != 1:
-        raise ValueError(f"model must have one input, got {len(inputs)}")
+        raise ContractError(f"model must have one input, got {len(inputs)}")
     shape = tuple(inputs[0].shape[1:])
     if shape != contract.STACK_SHAPE:
-        raise ValueError(f"model input must be [N,84,84,4] (channels last), got {list(inputs[0].shape)}")
+        raise ContractError(f"model input must be [N,84,84,4] (channels last), got {list(inputs[0].shape)}")
     if str(inputs[0].dtype) != "uint8":
-        raise ValueError(f"model input must be uint8 (scaling happens inside), got {inputs[0].dtype}")
+        raise ContractError(f"model input must be uint8 (scaling happens inside), got {inputs[0].dtype}")
     out_shape = tuple(model.outputs[0].shape[1:])
     if out_shape != (contract.NUM_ACTIONS,):
-        raise ValueError(f"model output must be [N,{contract.NUM_ACTIONS}], got {list(model.outputs[0].shape)}")
+        raise ContractError(f"model output must be [N,{contract.NUM_ACTIONS}], got {list(model.outputs[0].shape)}")

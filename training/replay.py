@@ -12,20 +12,21 @@ zeroed; its n-step target uses slots ``t..t+n-1`` up to the first terminal, and 
 the stack of slot ``t+n``. A slot is sampled only if its stack is not overwritten (``t-3`` is
 still in the ring) and its bootstrap slot has been written (``t+n`` before the cursor).
 
-Memory: ``capacity * (84*84 + 7)`` bytes, i.e. 7.06 GB for 1M transitions. The arrays live in
-memory or, durable across a resume, memory-mapped in the run directory (``training.replay_storage``).
+Memory: ``replay_storage.storage_bytes``, 7.06 GB for 1M transitions. The arrays live in memory or,
+durable across a resume, memory-mapped in the run directory (``training.replay_storage``), which
+owns their layout.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
 from breakout_dqn import contract
-from breakout_dqn.training.replay_storage import DurableStorage, MemoryStorage
-
-BYTES_PER_TRANSITION = contract.FRAME_HEIGHT * contract.FRAME_WIDTH + 1 + 4 + 1 + 1 + 1
+from breakout_dqn.errors import UsageError
+from breakout_dqn.training.replay_storage import DurableStorage, MemoryStorage, storage_bytes
 
 
 class Batch(NamedTuple):
@@ -43,8 +44,15 @@ def slots_per_env(capacity: int, num_envs: int) -> int:
     return capacity // num_envs
 
 
-def estimate_bytes(capacity: int) -> int:
-    return capacity * BYTES_PER_TRANSITION
+def min_capacity(num_envs: int, n_step: int) -> int:
+    """The smallest ``--replay-capacity`` that can hold one sampleable transition per game: a stack's
+    frames, its n-step window and its bootstrap slot."""
+    return num_envs * (n_step + contract.STACK_SIZE + 1)
+
+
+def estimate_bytes(capacity: int, num_envs: int) -> int:
+    """Memory (or disk, when durable) of a replay of ``capacity`` transitions over ``num_envs`` games."""
+    return storage_bytes(num_envs, slots_per_env(capacity, num_envs))
 
 
 def available_memory_bytes() -> int | None:
@@ -59,12 +67,16 @@ def available_memory_bytes() -> int | None:
     return None
 
 
-def check_fits_in_memory(capacity: int, headroom_bytes: int = 2 * 1024**3) -> None:
+class ReplayTooLarge(UsageError):
+    """A ``--replay-capacity`` that will not fit in the memory available."""
+
+
+def check_fits_in_memory(capacity: int, num_envs: int, headroom_bytes: int = 2 * 1024**3) -> None:
     """Refuse, before any allocation, a capacity that would not fit in available memory."""
-    need = estimate_bytes(capacity)
+    need = estimate_bytes(capacity, num_envs)
     available = available_memory_bytes()
     if available is not None and need + headroom_bytes > available:
-        raise MemoryError(
+        raise ReplayTooLarge(
             f"--replay-capacity {capacity:,} needs about {need / 1e9:.2f} GB "
             f"(+{headroom_bytes / 1e9:.1f} GB headroom for the learner) but only "
             f"{available / 1e9:.2f} GB is available; lower --replay-capacity"
@@ -77,7 +89,7 @@ class ReplayBuffer:
     def __init__(self, capacity: int, num_envs: int, n_step: int, gamma: float,
                  storage: MemoryStorage | DurableStorage | None = None, cursor: int = 0):
         self.slots = slots_per_env(capacity, num_envs)
-        if self.slots < n_step + contract.STACK_SIZE + 1:
+        if capacity < min_capacity(num_envs, n_step):
             raise ValueError(f"capacity {capacity} too small for {num_envs} envs and n-step {n_step}")
         self.num_envs = num_envs
         self.n_step = n_step
@@ -113,6 +125,17 @@ class ReplayBuffer:
         self.valid[:, slot] = valid
         self.storage.times[slot] = self.cursor
         self.cursor += 1
+
+    def checkpoint(self, save: Callable[[int | None], None]) -> None:
+        """Write a checkpoint the replay can be restored to: ``save(cursor)`` (the cursor to record; None when
+        the replay is not durable) runs between flushing the ring and starting the journal of what follows
+        (``replay_storage``: the order that makes a resume exact)."""
+        self.storage.flush()
+        save(self.cursor if self.storage.durable else None)
+        self.storage.start_journal(self.cursor)
+
+    def close(self) -> None:
+        self.storage.close()
 
     def cut_episodes(self) -> None:
         """End every env's bootstrapped return at the newest slot: the games restart after a resume,

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from breakout_dqn import contract
+from breakout_dqn.errors import UsageError
 
 FRAME_SHAPE = (contract.FRAME_HEIGHT, contract.FRAME_WIDTH)
 # name -> (dtype, per-transition shape); "times" is per slot, shared by the envs.
@@ -42,12 +43,14 @@ FIELDS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
     "starts": (np.dtype(bool), ()),
     "valid": (np.dtype(bool), ()),
 }
+TRANSITION_BYTES = sum(dtype.itemsize * int(np.prod(shape)) for dtype, shape in FIELDS.values())  # 7,064
+TIME_BYTES = 8  # the int64 logical time of each slot (shared by the games) or journal entry
 JOURNAL_MAGIC = b"BRKUNDO1"
 HEADER_BYTES = 16  # magic + int64 cursor
 DISK_HEADROOM_BYTES = 512 * 1024**2
 
 
-class ReplayStorageError(ValueError):
+class ReplayStorageError(UsageError):
     """The durable replay cannot be created or does not match its checkpoint; the message says why."""
 
 
@@ -75,9 +78,8 @@ class MemoryStorage:
 
 
 def storage_bytes(num_envs: int, slots: int) -> int:
-    """Disk (and page cache) taken by a durable ring of ``slots`` per env."""
-    per_slot = sum(dtype.itemsize * int(np.prod(shape)) for dtype, shape in FIELDS.values()) * num_envs
-    return slots * (per_slot + 8)
+    """Memory, or disk and page cache when durable, taken by a ring of ``slots`` per game."""
+    return slots * (num_envs * TRANSITION_BYTES + TIME_BYTES)
 
 
 class DurableStorage:
@@ -92,7 +94,7 @@ class DurableStorage:
         self.times = self._map("times", np.dtype(np.int64), (slots,), mode)
         if mode == "w+":
             self.times[:] = -1
-        self._entry_bytes = 8 + sum(dtype.itemsize * int(np.prod(shape)) for dtype, shape in FIELDS.values()) * num_envs
+        self._entry_bytes = TIME_BYTES + num_envs * TRANSITION_BYTES
         self._journal: int | None = None
         self._journal_base = 0
 

@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from breakout_dqn.errors import UsageError
 from breakout_dqn.training.checkpoint import PATTERN, list_checkpoints
 
 
-class RunDirectoryError(ValueError):
+class RunDirectoryError(UsageError):
     """``--out`` cannot be used; the message says why."""
 
 

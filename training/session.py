@@ -1,10 +1,11 @@
-"""What every training algorithm's run shares: the run directory, the learner and its restore, the
-exploration RNG, the games, their statistics, metrics, progress, stop signals, checkpoints and
-evaluations. ``training.dqn`` and ``training.pqn`` hold only their own loops.
+"""What every algorithm's run shares: the run directory, random state, the games and their statistics,
+metrics and progress, stop signals, and the periodic work (``training.callbacks``). ``training.dqn``
+and ``training.pqn`` hold each algorithm: its learner, its own state and its loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -12,21 +13,31 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from breakout_dqn import atari, contract
+from breakout_dqn.errors import BreakoutDQNError, OperationFailed
 from breakout_dqn.files import atomic_path, atomic_write_text
+from breakout_dqn.training.callbacks import Callback, default_callbacks
 from breakout_dqn.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from breakout_dqn.training.config import TrainConfig, save_config
 from breakout_dqn.training.episodes import EpisodeStats
+from breakout_dqn.training.exploration import Exploration, OpeningMoves, epsilon_at
+from breakout_dqn.training.learners import Learner
+from breakout_dqn.training.metrics import MetricsLogger
 from breakout_dqn.training.run_directory import RunDirectory
+
+# Evaluation games and their exploration draw streams apart from the training games' (any fixed offsets
+# would do; these are the ones every recorded run used, so its evaluations replay exactly).
+EVAL_EXPLORATION_SEED_OFFSET = 1_000_003
+EVAL_GAMES_SEED_OFFSET = 7919
 
 
 @dataclass
-class LoopState:
-    """Everything besides the learner's arrays and the replay that ``--resume`` restores."""
+class RunState:
+    """What a resume restores besides the learner's arrays and the algorithm's own state."""
 
     step: int = 0
     updates: int = 0
@@ -35,92 +46,85 @@ class LoopState:
     recent_scores: list[float] = field(default_factory=list)
     recent_life_rewards: list[float] = field(default_factory=list)
     rng_state: Mapping[str, Any] = field(default_factory=dict)
-    sample_rng_state: Mapping[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
     solved_at_step: int | None = None
-    replay_cursor: int | None = None  # DQN: slots per env in the durable replay at the checkpoint
-    learning_starts_at: int = 0  # DQN: the agent step of the first update (later after a replay refill)
+
+    @classmethod
+    def from_checkpoint(cls, saved: Mapping[str, Any]) -> RunState:
+        names = {state_field.name for state_field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in saved.items() if key in names})
 
 
-class Interrupted(Exception):
-    """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
+class Algorithm(Protocol):
+    """What the session needs of an algorithm (``training.dqn.DQN``, ``training.pqn.PQN``)."""
+
+    @property
+    def learner(self) -> Learner:
+        ...
+
+    def checkpoint(self, write: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``write(own_state)`` once, when the algorithm's state is consistent (a replay keeps its order)."""
+        ...
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        """Take the algorithm's own state from a checkpoint's saved state (other keys are the session's)."""
+        ...
+
+
+class Interrupted(BreakoutDQNError):
+    """Training stopped on SIGINT/SIGTERM after a checkpoint that succeeded; exits 128 + the signal."""
 
     def __init__(self, signum: int, message: str):
-        super().__init__(message)
+        super().__init__(message, exit_code=128 + signum)
         self.signum = signum
 
 
-# A piece's games all start together, from at most noop_max + 1 distinct no-op starts, and Breakout
-# without sticky actions is deterministic: at a low epsilon, games that draw the same start play the
-# same game (the 128 first games after a PQN resume at 3.0M agent steps: 38 distinct). So each game
-# slot's first game after a (re)start opens with 0 to RESTART_OPENING_STEPS - 1 uniformly random
-# actions, drawn per slot: a few dozen agent steps per piece, before the ball has fallen once.
-RESTART_OPENING_STEPS = 30
+def seed_frameworks(seed: int) -> None:
+    """Seed Python, numpy and the Keras backend (the networks' initial weights)."""
+    import keras  # deferred: bad flags and pre-flight errors are reported without loading a backend
+
+    keras.utils.set_random_seed(seed)
 
 
-class OpeningMoves:
-    """Which game slots still take a random opening action at this vector step (counts the step)."""
-
-    def __init__(self, num_envs: int, rng: np.random.Generator, steps: int = RESTART_OPENING_STEPS):
-        self.left = rng.integers(0, steps, size=num_envs)
-
-    def take(self) -> np.ndarray:
-        opening = self.left > 0
-        self.left = np.maximum(self.left - 1, 0)
-        return opening
-
-
-def epsilon_at(config: TrainConfig, step: int) -> float:
-    """Linear decay from ``epsilon_start`` at step 0 to ``epsilon_end`` at ``epsilon_decay_steps``."""
-    fraction = min(1.0, step / config.epsilon_decay_steps)
-    return config.epsilon_start + fraction * (config.epsilon_end - config.epsilon_start)
-
-
-def crossed(before: int, after: int, period: int) -> bool:
-    """A multiple of ``period`` lies in ``(before, after]`` (0 never fires)."""
-    return bool(period) and after // period > before // period
+def generator(seed: int, saved_state: Mapping[str, Any]) -> np.random.Generator:
+    """A numpy Generator seeded with ``seed``, or continuing a checkpoint's saved stream."""
+    rng = np.random.default_rng(seed)
+    if saved_state:
+        rng.bit_generator.state = saved_state
+    return rng
 
 
 class RunSession:
-    """One piece of a run, from ``--out`` checks to the final evaluation; the loops drive it."""
+    """One piece of a run: built after the algorithm (which it restores on ``--resume``), driven by its loop."""
 
-    def __init__(self, config: TrainConfig):
-        self.config, self.run = config, RunDirectory(Path(config.out))
-        self.run.prepare(config.resume)
-        import keras  # deferred: bad flags and pre-flight errors are reported without loading a backend
-
-        from breakout_dqn.training.compute_path import describe, resolved, slower_path_note
-        from breakout_dqn.training.learners import build_learner
-
-        keras.utils.set_random_seed(config.seed)
-        piece = resolved(config)  # this piece's compute path (--precision auto: this CPU's fastest)
-        self.compute = describe(piece)
-        print(f"compute path: {self.compute} (--precision {config.precision}){slower_path_note(config)}", flush=True)
-        self.learner: Any = build_learner(piece)  # the loop's own Learner protocol (DQN or PQN)
-        self.state = self._restore() if config.resume else LoopState(learning_starts_at=config.learning_starts)
+    def __init__(self, config: TrainConfig, algorithm: Algorithm, compute: str):
+        self.config, self.algorithm, self.compute = config, algorithm, compute
+        self.run = RunDirectory(Path(config.out))
+        self.state = self._restore() if config.resume else RunState()
         save_config(config, self.run.config)
         self.rng = generator(config.seed, self.state.rng_state)  # exploration
         # Their own stream: the exploration stream, and so a fresh run (epsilon ~1 anyway), is unchanged.
-        self.openings = OpeningMoves(config.num_envs, np.random.default_rng([config.seed, self.state.step]))
-        self.stats = EpisodeStats(config.num_envs, self.state.__dict__)
-        from breakout_dqn.training.metrics import MetricsLogger
-
+        self.explore = Exploration(self.rng, OpeningMoves(config.num_envs,
+                                                          np.random.default_rng([config.seed, self.state.step])))
+        self.stats = EpisodeStats(config.num_envs, dataclasses.asdict(self.state))
         self.logger = MetricsLogger(self.run.root, config.to_json())
         self.meter = Meter(self.state.step)
         self.progress = _progress_bar(config, self.state.step)
         self.stop = StopSignals()
         self.games = atari.GameStepper(atari.make_vector_env(
             config.num_envs, life_loss_info=True, noop_max=config.noop_max,
-            repeat_action_probability=config.sticky_actions, max_frames_per_episode=config.max_frames_per_episode))
+            repeat_action_probability=config.sticky_actions, max_frames_per_episode=config.max_frames))
+        self.callbacks: list[Callback] = default_callbacks(config)
         self._started = time.perf_counter() - self.state.wall_seconds
 
-    def _restore(self) -> LoopState:
+    def _restore(self) -> RunState:
         latest = self.run.newest_checkpoint()
         assert latest is not None  # RunDirectory.prepare refused a --resume without one
         arrays, saved = load_checkpoint(latest)
         try:
-            self.learner.load_state(arrays)
-            state = LoopState(**saved)
+            self.algorithm.learner.load_state(arrays)
+            self.algorithm.restore(saved)
+            state = RunState.from_checkpoint(saved)
         except (ValueError, TypeError, KeyError) as error:  # another architecture, or an older format
             raise CheckpointError(
                 f"--resume: {latest} does not fit this run's model ({error}); resume with the run's own "
@@ -132,11 +136,9 @@ class RunSession:
     def running(self) -> bool:
         return self.state.step < self.config.steps and not self.stop.requested
 
-    def epsilon_greedy(self, greedy: np.ndarray, epsilon: float) -> np.ndarray:
-        """``greedy`` with probability 1 - epsilon per game, else a random action; random while a
-        slot's restart opening lasts (``OpeningMoves``)."""
-        explore = (self.rng.random(len(greedy)) < epsilon) | self.openings.take()
-        return np.where(explore, self.rng.integers(0, contract.NUM_ACTIONS, size=len(greedy)), greedy)
+    def epsilon(self) -> float:
+        """The exploration rate at the current step."""
+        return epsilon_at(self.config, self.state.step)
 
     def record(self, result: atari.StepResult, step: int) -> None:
         """Account for one vector step taken at agent step ``step``."""
@@ -151,66 +153,67 @@ class RunSession:
         for score, frames in games:
             self.logger.log("game", step, score=score, frames_in_game=frames)
 
-    def periodic(self, before: int, epsilon: float, checkpoint: Callable[[], None], **extra: Any) -> bool:
-        """Log, evaluate and checkpoint when their periods fall in ``(before, step]``; True = stop (solved)."""
-        config, step = self.config, self.state.step
-        if crossed(before, step, config.log_every):
-            record = self.logger.log("train", step, updates=self.state.updates, epsilon=round(epsilon, 5),
-                                     **self.meter.take(step), recent_score=self.stats.recent_score,
-                                     running_reward=self.stats.running_reward, games=self.stats.games,
-                                     compute=self.compute, **extra)
-            self.progress.set_postfix(eps=f"{epsilon:.3f}", score=record["recent_score"],
-                                      sps=record["steps_per_second"], refresh=False)
-        if self.stats.solved(config.solved_reward):
-            self.state.solved_at_step = step
-            print(f"solved at step {step:,}: running reward {self.stats.running_reward:.2f} > {config.solved_reward}")
-            return True
-        if crossed(before, step, config.eval_every) and step < config.steps:
-            self.evaluate(config.eval_episodes)
-            self.meter.restart(step)
-        if crossed(before, step, config.checkpoint_every):
-            checkpoint()
-        return False
+    def periodic(self, before: int, **record: Any) -> bool:
+        """The callbacks whose periods fall in ``(before, step]`` (``record`` joins the train record); True = stop."""
+        return any(callback(self, before, record) for callback in self.callbacks)
 
     def save_checkpoint(self) -> None:
-        """Write ``checkpoint-<step>.npz`` (learner arrays + loop state), then the float32 model."""
-        state = self.state
-        state.rng_state = self.rng.bit_generator.state
-        state.__dict__.update(self.stats.to_json(), wall_seconds=time.perf_counter() - self._started)
-        save_checkpoint(self.run.checkpoints, state.step, self.learner.state(), state.__dict__,
-                        self.config.keep_checkpoints)
-        save_model(self.learner.export_model(), self.run.model)
+        """``checkpoint-<step>.npz`` (learner arrays, this state and the algorithm's), then the float32 model.
 
-    def close(self) -> None:
-        """Release the games and the signal handlers; raise Interrupted if a signal stopped the run."""
-        self.progress.close()
-        self.games.close()
-        self.stop.restore()
+        A failure (a full disk) raises OperationFailed with its cause: the run must not report it as saved.
+        """
+        def write(own_state: dict[str, Any]) -> None:
+            state = self.state
+            state.rng_state = self.rng.bit_generator.state
+            state.__dict__.update(self.stats.to_json(), wall_seconds=time.perf_counter() - self._started)
+            save_checkpoint(self.run.checkpoints, state.step, self.algorithm.learner.state(),
+                            {**dataclasses.asdict(state), **own_state}, self.config.keep_checkpoints)
+            save_model(self.algorithm.learner.export_model(), self.run.model)
+
+        try:
+            self.algorithm.checkpoint(write)
+        except OSError as error:
+            raise OperationFailed(f"the checkpoint at step {self.state.step:,} was not written: "
+                                  f"{error.strerror or error}") from error
+
+    def raise_if_stopped(self) -> None:
+        """After the final checkpoint: Interrupted if a signal stopped the run."""
         if self.stop.requested:
-            self.logger.close()
             signum = self.stop.requested[0]
             raise Interrupted(signum, f"{signal.Signals(signum).name}: checkpoint saved at step "
                                       f"{self.state.step:,}; continue with: breakout-dqn train --out "
                                       f"{self.run.root} --resume")
 
+    def close(self) -> None:
+        """Release the games, the signal handlers and the metrics files."""
+        self.progress.close()
+        self.games.close()
+        self.stop.restore()
+        self.logger.close()
+
     def finish(self) -> dict[str, Any]:
         """The final evaluation, written to ``eval.json``."""
-        summary = self.evaluate(self.config.final_eval_episodes)
+        try:
+            summary = self.evaluate(self.config.final_eval_episodes)
+        except atari.Stopped:
+            self.raise_if_stopped()
+            raise
         summary.update(train_agent_steps=self.state.step, train_frames=self.state.step * contract.FRAME_SKIP,
                        wall_seconds=round(self.state.wall_seconds, 1), solved_at_step=self.state.solved_at_step)
         atomic_write_text(self.run.eval, json.dumps(summary, indent=2) + "\n")
         self.logger.log_hparams({"eval_mean": summary["mean"]})
-        self.logger.close()
         return summary
 
     def evaluate(self, episodes: int) -> dict[str, Any]:
-        """Nature-protocol evaluation of the current online network (epsilon 0.05, 5-minute games)."""
+        """Nature-protocol evaluation of the learner (epsilon 0.05, 5-minute games); a stop signal raises
+        ``atari.Stopped`` between two vector steps, so a checkpoint still fits a spot node's notice."""
         config, step = self.config, self.state.step
-        rng = np.random.default_rng(config.seed + 1_000_003 + step)
-        act = atari.epsilon_greedy(self.learner.act, atari.NATURE_EPSILON, rng)
+        rng = np.random.default_rng(config.seed + EVAL_EXPLORATION_SEED_OFFSET + step)
+        act = atari.epsilon_greedy(self.algorithm.learner.act, atari.NATURE_EPSILON, rng)
         started = time.perf_counter()
-        results = atari.play_games(act, episodes, seed=config.seed + 7919 + step, num_envs=min(8, episodes),
-                                   repeat_action_probability=config.sticky_actions)
+        results = atari.play_games(act, episodes, seed=config.seed + EVAL_GAMES_SEED_OFFSET + step,
+                                   num_envs=min(8, episodes), repeat_action_probability=config.sticky_actions,
+                                   should_stop=lambda: bool(self.stop.requested))
         summary = atari.summarize(results)
         summary.update(protocol=protocol(config), eval_seconds=round(time.perf_counter() - started, 1))
         self.logger.log("eval", step, mean=summary["mean"], std=summary["std"], max=summary["max"],
@@ -230,14 +233,6 @@ def save_model(model: Any, path: Path) -> None:
     """Save a ``.keras`` file atomically (Keras needs the suffix on the temp name too)."""
     with atomic_path(path, suffix=".keras") as temp:
         model.save(temp)
-
-
-def generator(seed: int, saved_state: Mapping[str, Any]) -> np.random.Generator:
-    """A numpy Generator seeded with ``seed``, or continuing a checkpoint's saved stream."""
-    rng = np.random.default_rng(seed)
-    if saved_state:
-        rng.bit_generator.state = saved_state
-    return rng
 
 
 class Meter:

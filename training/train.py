@@ -1,29 +1,61 @@
 """``train(config)``: one piece of a training run, with the algorithm the config names.
 
-The shared parts (run directory, learner restore, games, statistics, metrics, checkpoints,
-evaluations) are ``training.session``; each algorithm's loop is its own module: ``training.dqn``
-(replay, target network) and ``training.pqn`` (no replay, no target network, Q(lambda) rollouts).
+What every run shares is ``training.session``; each algorithm is a class of its own: ``training.dqn.DQN``
+(replay, target network) and ``training.pqn.PQN`` (no replay, no target network, Q(lambda) rollouts).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from breakout_dqn.training import dqn, pqn
-from breakout_dqn.training.config import TrainConfig
+from breakout_dqn.training.config import DQNConfig, PQNConfig, TrainConfig
 from breakout_dqn.training.run_directory import RunDirectory
-from breakout_dqn.training.session import Interrupted, RunSession
+from breakout_dqn.training.session import Interrupted, RunSession, seed_frameworks
+
+if TYPE_CHECKING:
+    from breakout_dqn.training.dqn import DQN
+    from breakout_dqn.training.pqn import PQN
 
 __all__ = ["Interrupted", "train"]
-ALGORITHMS = {"dqn": dqn, "pqn": pqn}
+
+
+def preflight(config: TrainConfig) -> None:
+    """What can be refused before a backend loads (a replay too large for the memory)."""
+    if isinstance(config, DQNConfig):
+        from breakout_dqn.training.dqn import DQN
+
+        DQN.preflight(config)
+
+
+def build_algorithm(config: TrainConfig) -> DQN | PQN:
+    if isinstance(config, PQNConfig):
+        from breakout_dqn.training.pqn import PQN
+
+        return PQN(config)
+    if isinstance(config, DQNConfig):
+        from breakout_dqn.training.dqn import DQN
+
+        return DQN(config)
+    raise TypeError(f"no algorithm for {type(config).__name__}")
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training as configured; return the final evaluation summary."""
-    algorithm = ALGORITHMS[config.algorithm]
-    with RunDirectory(Path(config.out)).held():  # one writer per run directory, checked first
-        algorithm.preflight(config)
-        session = RunSession(config)
-        algorithm.run(session)
-        return session.finish()
+    from breakout_dqn.training.compute_path import describe, resolved, slower_path_note
+
+    run = RunDirectory(Path(config.out))
+    with run.held():  # one writer per run directory, checked first
+        preflight(config)
+        run.prepare(config.resume)
+        seed_frameworks(config.seed)
+        compute = describe(resolved(config))  # this piece's compute path (--precision auto: this CPU's fastest)
+        print(f"compute path: {compute} (--precision {config.precision}){slower_path_note(config)}", flush=True)
+        algorithm = build_algorithm(config)
+        session = RunSession(config, algorithm, compute)
+        try:
+            algorithm.learn(session)  # ends with the final checkpoint; a failed one raises its own error
+            session.raise_if_stopped()  # Interrupted only after a checkpoint that succeeded
+            return session.finish()
+        finally:
+            session.close()

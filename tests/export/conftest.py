@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from breakout_dqn import cli as breakout_cli
 from tests.export.helpers import EVAL_MEAN, TRAIN_STEPS, perturb_onnx
 from tests.xdist_once import built_once
 
@@ -37,9 +38,8 @@ def exported(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     """
 
     def build() -> int:
-        from breakout_dqn.export import cli
 
-        return cli.main([str(run_dir / "model.keras"), "--out", str(run_dir / "model.onnx")])
+        return breakout_cli.main(["export", str(run_dir / "model.keras"), "--out", str(run_dir / "model.onnx")])
 
     code = built_once(tmp_path_factory, "export", build)
     report_path = run_dir / "model.parity.json"

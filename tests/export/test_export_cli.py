@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from breakout_dqn import cli as breakout_cli
 from breakout_dqn import contract
+from breakout_dqn.errors import ExitCode
 from tests.export.helpers import EVAL_MEAN, TRAIN_STEPS, perturb_onnx
 
 PROG_ERROR = "breakout-dqn export: error: "
@@ -64,7 +66,7 @@ def test_failed_gate_exits_4_writes_the_report_and_keeps_the_old_out(
         capsys: pytest.CaptureFixture[str]) -> None:
     import onnx
 
-    from breakout_dqn.export import cli, convert
+    from breakout_dqn.export import convert
 
     real_convert = convert.keras_to_onnx
 
@@ -78,9 +80,9 @@ def test_failed_gate_exits_4_writes_the_report_and_keeps_the_old_out(
     monkeypatch.setattr(convert, "keras_to_onnx", convert_then_perturb)
     out = tmp_path / "model.onnx"
     out.write_bytes(b"the previous, good model")
-    code = cli.main([str(run_dir / "model.keras"), "--out", str(out), "--stacks", str(small_gate)])
+    code = breakout_cli.main(["export", str(run_dir / "model.keras"), "--out", str(out), "--stacks", str(small_gate)])
     captured = capsys.readouterr()
-    assert code == cli.EXIT_PARITY == 4
+    assert code == ExitCode.GATE == 4
     assert "parity gate failed" in error_line(captured.err) and "nothing written" in captured.err
     assert out.read_bytes() == b"the previous, good model"
     report = json.loads((tmp_path / "model.parity-failed.json").read_text())
@@ -106,11 +108,10 @@ def save_keras(path: Path, shape: tuple[int, ...], dtype: str) -> Path:
 ])
 def test_model_with_wrong_input_is_rejected_with_a_clear_message(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], shape: tuple[int, ...], dtype: str, message: str) -> None:
-    from breakout_dqn.export import cli
 
     model = save_keras(tmp_path / "bad.keras", shape, dtype)
     out = tmp_path / "bad.onnx"
-    assert cli.main([str(model), "--out", str(out)]) == cli.EXIT_CONTRACT == 3
+    assert breakout_cli.main(["export", str(model), "--out", str(out)]) == ExitCode.CONTRACT == 3
     line = error_line(capsys.readouterr().err)
     assert "breaks the model contract" in line and message in line
     assert not out.exists() and not list(tmp_path.glob("*.json"))
@@ -119,7 +120,6 @@ def test_model_with_wrong_input_is_rejected_with_a_clear_message(
 @pytest.mark.parametrize("kind", ["missing", "not-a-zip", "zip-without-model", "truncated"])
 def test_missing_or_corrupt_input_gives_one_line_error_and_no_output(
         keras_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
-    from breakout_dqn.export import cli
 
     model = tmp_path / "model.keras"
     if kind == "not-a-zip":
@@ -131,18 +131,18 @@ def test_missing_or_corrupt_input_gives_one_line_error_and_no_output(
         data = keras_model_path.read_bytes()
         model.write_bytes(data[: len(data) // 2])
     out = tmp_path / "out" / "model.onnx"
-    assert cli.main([str(model), "--out", str(out)]) == cli.EXIT_USAGE == 2
+    assert breakout_cli.main(["export", str(model), "--out", str(out)]) == ExitCode.USAGE == 2
     line = error_line(capsys.readouterr().err)
     assert ("model file not found" if kind == "missing" else "cannot load Keras model") in line
     assert not out.exists() and not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob("*.json"))
 
 
 def test_usage_errors(keras_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from breakout_dqn.export import cli
 
-    assert cli.main([str(keras_model_path), "--out", str(tmp_path / "m.onnx"), "--stacks", "100"]) == 2
+    assert breakout_cli.main(["export", str(keras_model_path), "--out", str(tmp_path / "m.onnx"),
+                              "--stacks", "100"]) == 2
     assert "at least 10,000" in error_line(capsys.readouterr().err)
-    assert cli.main([str(keras_model_path), "--out", str(tmp_path / "m.pb")]) == 2
+    assert breakout_cli.main(["export", str(keras_model_path), "--out", str(tmp_path / "m.pb")]) == 2
     assert "must end in .onnx" in error_line(capsys.readouterr().err)
     assert not list(tmp_path.iterdir())
 

@@ -9,13 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from breakout_dqn import cli as breakout_cli
 from breakout_dqn import contract
+from breakout_dqn.errors import ExitCode
 from breakout_dqn.export import verify
 from tests.export.helpers import edit_onnx
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any], str]:
-    code = verify.main([*argv, "--json"])
+    code = breakout_cli.main(["verify", *argv, "--json"])
     captured = capsys.readouterr()
     result = json.loads(captured.out)
     assert result["exit_code"] == code and result["ok"] == (code == 0)
@@ -49,7 +51,7 @@ def test_text_output_and_console_dispatch(exported_onnx: Path, capsys: pytest.Ca
 @pytest.mark.slow  # needs the full export (real games)
 def test_weights_perturbed_after_export_are_caught(perturbed_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, result, err = run(capsys, str(perturbed_onnx))
-    assert code == verify.EXIT_CONTRACT == 3
+    assert code == ExitCode.CONTRACT == 3
     assert list(failed(result)) == ["fingerprint"] and "weights changed after export" in err
     assert result["fingerprint"]["max_tolerance_ratio"] > 5  # caught with a wide margin
 
@@ -62,7 +64,7 @@ def test_unreadable_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     elif kind == "empty":
         path.write_bytes(b"")
     code, result, err = run(capsys, str(path))
-    assert code == verify.EXIT_USAGE == 2 and list(failed(result)) == ["load"]
+    assert code == ExitCode.USAGE == 2 and list(failed(result)) == ["load"]
     assert ("model file not found" if kind == "missing" else "cannot load ONNX model") in err
 
 
@@ -149,7 +151,7 @@ def test_min_score_plays_games_and_gates_on_the_mean(exported_onnx: Path, capsys
     code, result, _ = run(capsys, str(exported_onnx), "--min-score", "0", "--episodes", "2")
     assert code == 0 and result["score"]["episodes"] == 2 and result["checks"][-1]["name"] == "score"
     code, result, err = run(capsys, str(exported_onnx), "--min-score", "500", "--episodes", "2")
-    assert code == verify.EXIT_SCORE == 4 and "< --min-score 500" in err
+    assert code == ExitCode.GATE == 4 and "< --min-score 500" in err
     assert result["score"]["mean"] < 500
 
 
@@ -160,4 +162,4 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
     text = capsys.readouterr().out
     for line in ("0  every check passed", "2  usage error", "3  contract failure", "4  the mean score"):
         assert line in text
-    assert verify.main(["x.onnx", "--episodes", "0"]) == 2
+    assert breakout_cli.main(["verify", "x.onnx", "--episodes", "0"]) == 2

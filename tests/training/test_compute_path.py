@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from breakout_dqn.training.arguments import build_parser
 from breakout_dqn.training.compute_path import (
     cpu_flags,
     describe,
@@ -16,7 +17,7 @@ from breakout_dqn.training.compute_path import (
     resolved,
     slower_path_note,
 )
-from breakout_dqn.training.config import build_parser, resolve
+from breakout_dqn.training.config import resolve
 from breakout_dqn.training.run_directory import RunDirectory
 
 XEON_AMX = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
@@ -71,12 +72,12 @@ def test_xla_flags_parse_as_on_off_or_unset() -> None:
 
 def test_a_learner_built_on_a_bfloat16_cpu_computes_in_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
     from breakout_dqn.training import compute_path
-    from breakout_dqn.training.learners import build_learner
+    from breakout_dqn.training.learners import build_dqn_learner
 
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     for flags, dtype in ((XEON_AMX, "bfloat16"), (ZEN3, "float32")):
         monkeypatch.setattr(compute_path, "cpu_flags", lambda flags=flags: frozenset(flags))
-        learner = build_learner(resolve({"replay_capacity": 1000}))
+        learner = build_dqn_learner(resolve({"replay_capacity": 1000}))
         assert learner.online.get_layer("conv1").compute_dtype == dtype
         assert learner.online.get_layer("q_values").compute_dtype == "float32"
 

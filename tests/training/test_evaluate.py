@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from breakout_dqn import cli
 from breakout_dqn.training import evaluate
 
 
@@ -33,5 +34,5 @@ def test_evaluate_writes_json_and_a_video(onnx_model_path: Path, tmp_path: Path)
 def test_evaluate_rejects_other_model_formats(tmp_path: Path, capsys) -> None:
     model = tmp_path / "model.h5"
     model.write_bytes(b"x")
-    assert evaluate.main([str(model)]) == 2
+    assert cli.main(["evaluate", str(model)]) == 2
     assert "must be a .keras or .onnx file" in capsys.readouterr().err

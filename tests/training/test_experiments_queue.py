@@ -257,7 +257,8 @@ def built_in_queue() -> list[tuple[str, list[str], str]]:
 
 def entry_config(flags: list[str]) -> dict:
     """The config an entry's flags resolve to under today's defaults, as config.json holds it."""
-    from breakout_dqn.training.config import build_parser, resolve
+    from breakout_dqn.training.arguments import build_parser
+    from breakout_dqn.training.config import resolve
 
     return resolve(vars(build_parser().parse_args(flags))).to_json()
 
@@ -282,7 +283,9 @@ def test_the_ablations_to_run_change_one_setting_of_the_baseline_record_besides_
     from breakout_dqn.training.run_directory import COMPUTE_SETTINGS, PIECE_SETTINGS
 
     baseline_dir = SCRIPT.read_text().split("BASELINE=${BASELINE:-$RESULTS/", 1)[1].split("}", 1)[0]
-    baseline = json.loads((SCRIPT.parents[1] / "results" / baseline_dir / "config.json").read_text())
+    from breakout_dqn.training.config import load_config
+
+    baseline = load_config(SCRIPT.parents[1] / "results" / baseline_dir / "config.json").to_json()
     ablations = [(name, flags) for name, flags, _ in built_in_queue() if name.startswith("ablation-dueling-")]
     assert len(ablations) == 2
     for name, flags in ablations:

@@ -164,13 +164,13 @@ def test_the_fused_optimizer_step_is_the_optimizers_own_step(settings: dict, mon
     import keras
 
     from breakout_dqn.training.config import resolve
-    from breakout_dqn.training.learners import make_learner, tensorflow_learner
+    from breakout_dqn.training.learners import make_learner, tensorflow_dqn
     from breakout_dqn.training.model import build_q_network
 
     config = resolve({**settings, "precision": "float32", "xla": False})
 
     def learner(step_maker):
-        monkeypatch.setattr(tensorflow_learner, "optimizer_step", step_maker)
+        monkeypatch.setattr(tensorflow_dqn, "optimizer_step", step_maker)
         keras.utils.set_random_seed(3)
         built = make_learner(config, build_q_network(config.dueling), build_q_network(config.dueling))
         built.sync_target()
@@ -178,7 +178,7 @@ def test_the_fused_optimizer_step_is_the_optimizers_own_step(settings: dict, mon
             built.update(fixed_batch(seed))
         return built.state()
 
-    fused = learner(tensorflow_learner.optimizer_step)
+    fused = learner(tensorflow_dqn.optimizer_step)
     keras_own = learner(lambda optimizer, variables, xla: lambda gradients: optimizer.apply(gradients, variables))
     for part in ("online", "optimizer"):
         for got, want in zip(fused[part], keras_own[part], strict=True):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from breakout_dqn import cli as breakout_cli
 from breakout_dqn.training.config import ConfigError, resolve
 from breakout_dqn.training.pqn import q_lambda_targets
 from tests.training.cli_helpers import run_cli
@@ -65,10 +66,10 @@ def test_pqn_preset_and_its_refusals() -> None:
         "pqn", 128, 32, 32, 2)
     assert (config.optimizer, config.learning_rate, config.global_clipnorm, config.q_lambda) == (
         "radam", 2.5e-4, 10.0, 0.65)
-    assert config.layer_norm and not config.dueling and not config.double_dqn and config.loss == "mse"
+    assert config.layer_norm and config.loss == "mse" and not hasattr(config, "dueling")
     with pytest.raises(ConfigError, match="must divide a rollout of 4096"):
         resolve({"preset": "pqn", "minibatches": 3})
-    with pytest.raises(ConfigError, match="--dueling is a DQN setting"):
+    with pytest.raises(ConfigError, match="--dueling: not a setting of --algorithm pqn"):
         resolve({"preset": "pqn", "dueling": True})
     with pytest.raises(ConfigError, match="--q-lambda must be in"):
         resolve({"preset": "pqn", "q_lambda": 1.5})
@@ -118,13 +119,13 @@ def test_resuming_a_pqn_checkpoint_twice_gives_the_same_run(pqn_run: Path, tmp_p
 @pytest.mark.slow
 def test_a_layer_norm_model_passes_the_parity_gate(pqn_run: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from breakout_dqn.export import cli, parity
+    from breakout_dqn.export import parity
 
     # The gate's tolerance and checks, on 2,000 real stacks (the CLI's minimum of 10,000 takes a minute
     # here; the full gate on a real export is tests/export's).
     monkeypatch.setattr(parity, "MIN_REAL_STACKS", 2000)
     onnx_path = tmp_path / "pqn.onnx"
-    assert cli.main([str(pqn_run / "model.keras"), "--out", str(onnx_path), "--stacks", "2000"]) == 0
+    assert breakout_cli.main(["export", str(pqn_run / "model.keras"), "--out", str(onnx_path), "--stacks", "2000"]) == 0
     report = json.loads((tmp_path / "pqn.parity.json").read_text())
     assert report["passed"] is True and onnx_path.is_file()
     assert report["gate"]["real_stacks"]["count"] >= 2000 and report["gate"]["real_stacks"]["max_abs_dq"] <= parity.ATOL

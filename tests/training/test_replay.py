@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from breakout_dqn import atari, contract
-from breakout_dqn.training.replay import BYTES_PER_TRANSITION, ReplayBuffer, check_fits_in_memory, estimate_bytes
+from breakout_dqn.training.replay import (
+    ReplayBuffer,
+    ReplayTooLarge,
+    check_fits_in_memory,
+    estimate_bytes,
+    min_capacity,
+)
+from breakout_dqn.training.replay_storage import TRANSITION_BYTES
 
 GAMMA = 0.9
 
@@ -122,10 +129,24 @@ def test_stacks_rebuilt_from_replay_equal_the_env_observations() -> None:
 
 
 def test_one_million_transitions_fit_in_about_seven_gigabytes() -> None:
-    assert estimate_bytes(1_000_000) == 1_000_000 * BYTES_PER_TRANSITION
-    assert 7.0e9 < estimate_bytes(1_000_000) < 7.2e9
+    assert TRANSITION_BYTES == 84 * 84 + 1 + 4 + 1 + 1 + 1  # frame, action, reward, terminal, start, valid
+    assert estimate_bytes(1_000_000, 8) == 1_000_000 * TRANSITION_BYTES + 1_000_000 // 8 * 8  # + a time per slot
+    assert 7.0e9 < estimate_bytes(1_000_000, 8) < 7.2e9
 
 
 def test_capacity_beyond_available_memory_is_refused_with_the_estimate() -> None:
-    with pytest.raises(MemoryError, match=r"needs about 7064\.\d\d GB"):
-        check_fits_in_memory(1_000_000_000)
+    with pytest.raises(ReplayTooLarge, match=r"needs about 7065\.\d\d GB"):
+        check_fits_in_memory(1_000_000_000, 8)
+    assert not issubclass(ReplayTooLarge, MemoryError)  # a real out-of-memory is not a usage error
+
+
+def test_the_smallest_replay_the_config_accepts_is_the_smallest_the_buffer_takes() -> None:
+    from breakout_dqn.training.config import ConfigError, resolve
+
+    smallest = min_capacity(8, 3)
+    ReplayBuffer(smallest, 8, 3, 0.99)
+    with pytest.raises(ValueError, match="too small"):
+        ReplayBuffer(smallest - 1, 8, 3, 0.99)
+    assert resolve({"replay_capacity": smallest, "n_step": 3}).replay_capacity == smallest
+    with pytest.raises(ConfigError, match=f"need at least {smallest}"):
+        resolve({"replay_capacity": smallest - 1, "n_step": 3})

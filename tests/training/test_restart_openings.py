@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from breakout_dqn import atari, contract
-from breakout_dqn.training.session import RESTART_OPENING_STEPS, OpeningMoves
+from breakout_dqn.training.exploration import RESTART_OPENING_STEPS, OpeningMoves
 
 GAMES, STEPS = 32, 40
 

@@ -36,7 +36,7 @@ with RunDirectory(Path(sys.argv[1])).held():
 
 def test_a_run_being_written_is_refused_until_its_writer_dies(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture) -> None:
-    from breakout_dqn.training import cli
+    from breakout_dqn import cli
 
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
@@ -46,7 +46,7 @@ def test_a_run_being_written_is_refused_until_its_writer_dies(tmp_path: Path,
               RunDirectory(tmp_path).held()):
             pytest.fail("a second writer got in")
         # The CLI says so in one line, exit 2, before loading TensorFlow or touching the run.
-        code = cli.main(["--out", str(tmp_path), "--steps", "400", "--replay-capacity", "4000"])
+        code = cli.main(["train", "--out", str(tmp_path), "--steps", "400", "--replay-capacity", "4000"])
         assert code == 2
         assert f"is being written by another `breakout-dqn train` (pid {holder.pid})" in capsys.readouterr().err
         assert (tmp_path / "metrics.jsonl").read_text() == "the writer's\n"

@@ -1,6 +1,8 @@
-"""The compiled gradient step behind one seam: the ``Learner`` protocol, one learner per Keras backend.
+"""The compiled updates behind one seam: a ``Learner`` protocol per algorithm, one learner per Keras backend.
 
-The math is shared (``training.losses``); each backend compiles it its own way.
+Each backend's module holds its update as one module-level function (``tensorflow_dqn.dqn_update``,
+``jax_dqn.dqn_update``, ``tensorflow_pqn.pqn_update``) and a small learner class that compiles it;
+the shared math is ``training.losses``.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from typing import Protocol
 import keras
 import numpy as np
 
-from breakout_dqn.training.config import TrainConfig
+from breakout_dqn.training.config import DQNConfig, PQNConfig, TrainConfig
 from breakout_dqn.training.replay import Batch
 
 
-class CheckpointedLearner(Protocol):
+class Learner(Protocol):
     """What every run needs of a learner: acting (evaluation), checkpoints and the saved model.
 
     Frames are uint8 ``[N,84,84,4]``; actions int32 ``[N]``.
@@ -25,7 +27,7 @@ class CheckpointedLearner(Protocol):
         ...
 
     def state(self) -> dict[str, list[np.ndarray]]:
-        """Online and target weights and the optimizer's state, as numpy arrays (for checkpoints)."""
+        """The arrays a checkpoint holds: ``online``, ``target`` (empty without one), ``optimizer``."""
         ...
 
     def load_state(self, state: dict[str, list[np.ndarray]]) -> None:
@@ -37,7 +39,7 @@ class CheckpointedLearner(Protocol):
         ...
 
 
-class Learner(CheckpointedLearner, Protocol):
+class DQNLearner(Learner, Protocol):
     """What the DQN loop talks to."""
 
     def update(self, batch: Batch) -> tuple[float, float]:
@@ -53,10 +55,24 @@ class Learner(CheckpointedLearner, Protocol):
         ...
 
 
+class PQNLearner(Learner, Protocol):
+    """What the PQN loop talks to."""
+
+    def act_with_values(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy actions ``[N]`` int32 and ``max_a Q(s, a)`` ``[N]`` float32."""
+        ...
+
+    def train_rollout(self, frames: np.ndarray, actions: np.ndarray, targets: np.ndarray, weights: np.ndarray,
+                      rng: np.random.Generator) -> tuple[list[float], list[float]]:
+        """Epochs of minibatch updates over one rollout; (losses, mean Qs), one per update."""
+        ...
+
+
 def updates_per_agent_step(config: TrainConfig) -> float:
     """Gradient updates per agent step: the unit conversion for schedules counted in optimizer steps."""
-    if config.algorithm == "pqn":
+    if isinstance(config, PQNConfig):
         return config.minibatches * config.epochs / (config.num_envs * config.rollout_steps)
+    assert isinstance(config, DQNConfig)
     return 1.0 / config.train_frequency
 
 
@@ -76,44 +92,55 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
                                  global_clipnorm=global_clipnorm)
 
 
-def make_learner(config: TrainConfig, online: keras.Model, target: keras.Model) -> Learner:
-    """The learner of the active Keras backend, over the given online and target networks; an unset
-    ``--xla`` is resolved for this CPU (``compute_path``)."""
+def _network(config: TrainConfig, name: str, dueling: bool = False) -> keras.Model:
+    from breakout_dqn.training.model import build_q_network
+
+    return build_q_network(dueling=dueling, name=name, precision=config.precision, layer_norm=config.layer_norm)
+
+
+def make_learner(config: DQNConfig, online: keras.Model, target: keras.Model) -> DQNLearner:
+    """The DQN learner of the active Keras backend over the given networks (``--xla`` unset: this CPU's pick)."""
     from breakout_dqn.training.compute_path import resolved
 
     config = resolved(config)
     backend = keras.backend.backend()
-    optimizer = make_optimizer(config)
     if backend == "tensorflow":
-        from breakout_dqn.training.learners.tensorflow_learner import TensorFlowLearner
+        from breakout_dqn.training.learners.tensorflow_dqn import TensorFlowDQNLearner
 
-        return TensorFlowLearner(config, online, target, optimizer)
+        return TensorFlowDQNLearner(config, online, target, make_optimizer(config))
     if backend == "jax":
-        from breakout_dqn.training.learners.jax_learner import JaxLearner
+        from breakout_dqn.training.learners.jax_dqn import JaxDQNLearner
 
-        return JaxLearner(config, online, target, optimizer)
+        return JaxDQNLearner(config, online, target, make_optimizer(config))
     raise RuntimeError(f"KERAS_BACKEND={backend!r} is not supported; use tensorflow or jax")
 
 
-def build_learner(config: TrainConfig) -> CheckpointedLearner:
-    """The networks as configured (architecture, precision), then the algorithm's learner.
-
-    ``--precision auto`` is resolved here, for the CPU this process runs on (``compute_path``)."""
+def build_dqn_learner(config: DQNConfig) -> DQNLearner:
+    """Online and target networks as configured (architecture, precision), synced, and their learner."""
     from breakout_dqn.training.compute_path import resolved
-    from breakout_dqn.training.model import build_q_network
 
     config = resolved(config)
-
-    def network(name: str) -> keras.Model:
-        return build_q_network(dueling=config.dueling, name=name, precision=config.precision,
-                               layer_norm=config.layer_norm)
-
-    if config.algorithm == "pqn":
-        if keras.backend.backend() != "tensorflow":
-            raise RuntimeError("--algorithm pqn runs on Keras' TensorFlow backend")
-        from breakout_dqn.training.learners.pqn_learner import PQNLearner
-
-        return PQNLearner(config, network("online"), make_optimizer(config))
-    learner = make_learner(config, network("online"), network("target"))
+    learner = make_learner(config, _network(config, "online", config.dueling), _network(config, "target",
+                                                                                        config.dueling))
     learner.sync_target()
     return learner
+
+
+def build_pqn_learner(config: PQNConfig) -> PQNLearner:
+    """PQN's network as configured and its learner (Keras' TensorFlow backend)."""
+    from breakout_dqn.training.compute_path import resolved
+
+    config = resolved(config)
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError("--algorithm pqn runs on Keras' TensorFlow backend")
+    from breakout_dqn.training.learners.tensorflow_pqn import TensorFlowPQNLearner
+
+    return TensorFlowPQNLearner(config, _network(config, "online"), make_optimizer(config))
+
+
+def build_learner(config: TrainConfig) -> Learner:
+    """The learner of the algorithm ``config`` names."""
+    if isinstance(config, PQNConfig):
+        return build_pqn_learner(config)
+    assert isinstance(config, DQNConfig)
+    return build_dqn_learner(config)
