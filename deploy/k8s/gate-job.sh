@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Wait for a Job to finish and exit as its commands did, so a pipeline can gate on it:
-#   0 when the Job is Complete; when it Failed, the exit code of the container that failed it (for
-#   breakout-dqn-export: 2 usage error or missing model, 3 contract failure, 4 parity gate failed
-#   or mean score below --min-score; see README, Export and verify): the first one found other
-#   than 1, else 1 (an I/O error, a deadline, pods gone); 1 also when the wait times out.
+#   0 when the Job is Complete (for breakout-dqn-gate: every seed released); when it Failed, the
+#   exit code of the container that failed it (for breakout-dqn-gate: 2 usage error or missing
+#   model, 3 contract failure, 4 parity gate failed or mean score below the floor; see
+#   docs/guides/kubernetes.md): the first one found other than 1, else 1 (an I/O error, a
+#   deadline, pods gone); 1 also when the wait times out. A gate Job fails per seed: the seeds
+#   that passed are released all the same (deploy/k8s/promote.sh promotes one of them).
 #
 #   bash deploy/k8s/gate-job.sh JOB [TIMEOUT_SECONDS]     (default 3600; env: KUBECTL, POLL_SECONDS)
 #
-# Uses the current kubectl context and namespace (pass --namespace through KUBECTL="kubectl -n NS").
+# Uses the current kubectl context and namespace (pass the namespace through
+# KUBECTL="kubectl -n breakout-dqn-training").
 set -euo pipefail
 job=${1:?usage: gate-job.sh JOB [TIMEOUT_SECONDS]}
 timeout=${2:-3600}

@@ -105,6 +105,60 @@ def expand(value: str, env: dict[str, str]) -> str:
 
 
 def command_line(spec: Object, cont: Object, objects: tuple[Object, ...], completion_index: int = 0) -> list[str]:
-    """``command`` + ``args`` with the variables expanded."""
+    """``command`` + ``args`` with the variables expanded.
+
+    A ``sh -c 'exec "$0" "$@" > FILE'`` wrapper (the gate's verify step saving its report) runs its
+    ``args`` as the command line: those are returned.
+    """
     env = container_env(spec, cont, objects, completion_index)
-    return [expand(part, env) for part in [*cont["command"], *cont.get("args", [])]]
+    command = cont["command"]
+    if command[:2] == ["sh", "-c"]:
+        assert command[2].startswith('exec "$0" "$@"'), command  # the wrapper runs args unchanged
+        command = []
+    return [expand(part, env) for part in [*command, *cont.get("args", [])]]
+
+
+def shell_redirect(cont: Object, env: dict[str, str]) -> str:
+    """The file a ``sh -c 'exec "$0" "$@" > FILE'`` wrapper writes, its ``$VAR``s expanded from ``env``."""
+    match = re.fullmatch(r'exec "\$0" "\$@" > "([^"]+)"', cont["command"][2])
+    assert match, cont["command"]
+    return re.sub(r"\$([A-Za-z_][A-Za-z0-9_]*)", lambda m: env[m.group(1)], match.group(1))
+
+
+def with_object(kind: str, name: str) -> list[str]:
+    """The kustomizations whose render holds this object."""
+    return [d for d in kustomizations() if any(o["kind"] == kind and o["metadata"]["name"] == name for o in render(d))]
+
+
+def train_config(directory: str) -> Any:
+    """The TrainConfig the training Job's pods run, as `breakout-dqn train` resolves their command."""
+    from breakout_dqn.training.config import build_parser, resolve
+
+    objects = render(directory)
+    spec = pod_spec(find(objects, "Job", "breakout-dqn-train"))
+    argv = command_line(spec, container(spec, "train"), objects, completion_index=0)
+    assert argv[:2] == ["breakout-dqn", "train"], argv
+    return resolve(vars(build_parser().parse_args(argv[2:])))
+
+
+def overlays() -> list[str]:
+    """The kustomizations that get deployed: those under deploy/k8s/overlays/."""
+    return [directory for directory in kustomizations() if directory.startswith("overlays/")]
+
+
+def of_kind(objects: tuple[Object, ...], kind: str) -> list[Object]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def claim_names(spec: Object) -> dict[str, str]:
+    """Pod volume name -> the PersistentVolumeClaim it mounts."""
+    return {volume["name"]: volume["persistentVolumeClaim"]["claimName"] for volume in spec.get("volumes", [])
+            if "persistentVolumeClaim" in volume}
+
+
+def gibibytes(quantity: str) -> float:
+    """A storage or memory quantity such as ``30Gi`` or ``512Mi``, in bytes / 1024**3."""
+    units = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti)", quantity)
+    assert match, f"unsupported quantity {quantity!r}"
+    return int(match.group(1)) * units[match.group(2)] / 1024**3

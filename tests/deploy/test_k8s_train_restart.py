@@ -1,9 +1,9 @@
 """The training Job's own command survives a SIGKILL: run it, kill it after a checkpoint, run it again.
 
-This is what Kubernetes does to the Job's pod when it is OOM-killed or its node is lost
-(restartPolicy OnFailure, or a new pod for the same completion index): the identical command
-line runs again against the same volume, and must continue from the newest checkpoint instead of
-refusing the run directory or starting over. The command is read from the rendered manifest; only
+This is what Kubernetes does when the Job's pod is OOM-killed or its node is lost (a new pod for
+the same completion index, restartPolicy Never): the identical command line runs again against the
+same volume, and must continue from the newest checkpoint instead of refusing the run directory or
+starting over. The command is read from the rendered manifest; only
 the size of the run is overridden (later flags win), and the volume's mount path is mapped to a
 temporary directory.
 """
