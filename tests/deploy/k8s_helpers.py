@@ -132,7 +132,8 @@ def with_object(kind: str, name: str) -> list[str]:
 
 def train_config(directory: str) -> Any:
     """The TrainConfig the training Job's pods run, as `breakout-dqn train` resolves their command."""
-    from breakout_dqn.training.config import build_parser, resolve
+    from breakout_dqn.training.arguments import build_parser
+    from breakout_dqn.training.config import resolve
 
     objects = render(directory)
     spec = pod_spec(find(objects, "Job", "breakout-dqn-train"))

@@ -140,7 +140,8 @@ def test_training_memory_holds_the_full_replay_and_the_learner() -> None:
     train = container(pod_spec(job), "train")
     (capacity,) = [int(arg.split("=", 1)[1]) for arg in train["args"] if arg.startswith("--replay-capacity=")]
     headroom = inspect.signature(replay.check_fits_in_memory).parameters["headroom_bytes"].default
-    need = replay.estimate_bytes(capacity) + headroom
+    (num_envs,) = [int(arg.split("=", 1)[1]) for arg in train["args"] if arg.startswith("--num-envs=")] or [8]
+    need = replay.estimate_bytes(capacity, num_envs) + headroom
     requests, limits = train["resources"]["requests"], train["resources"]["limits"]
     assert requests["memory"] == limits["memory"]  # reserved up front: the replay fills for hours
     assert re.fullmatch(r"\d+Gi", limits["memory"]), limits
