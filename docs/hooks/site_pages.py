@@ -6,7 +6,9 @@ Nothing is written into the repository: each page is a virtual file of this buil
 - the repository's Markdown that is also part of the site: the README as the home page, the model card,
   the changelog, and every run record under ``results/`` (its README, figures and JSON files), with
   relative links rewritten to the site's paths. A figure lives once, in its record, and pages link to it;
-- ``<!-- generated: NAME -->`` in a page is replaced by the table NAME (e.g. ``presets``).
+- ``<!-- generated: NAME -->`` in a page is replaced by the table NAME (e.g. ``presets``);
+- a docs/ page links to the repository's files by their repository paths (``../../results/...``), which
+  work on a code host too; its links are made relative to the page's place on the site.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ GENERATED_TABLES: dict[str, Callable[[], str]] = {"presets": render_presets_tabl
 MARKER = re.compile(r"<!-- generated: ([a-z-]+) -->")
 LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
 FENCE = re.compile(r"^\s*(```|~~~)")
+GENERATED_PAGES: set[str] = set()  # site paths this hook made (their links already point at site paths)
 
 
 def repository_root(config: MkDocsConfig) -> Path:
@@ -74,9 +77,14 @@ def rewrite_links(markdown: str, source: str, destination: str) -> str:
     return "".join(lines)
 
 
+def generated(config: MkDocsConfig, path: str, **source: str) -> File:
+    GENERATED_PAGES.add(path)
+    return File.generated(config, path, **source)
+
+
 def generated_page(config: MkDocsConfig, path: str, render: Callable[[], str]) -> File:
     try:
-        return File.generated(config, path, content=render())
+        return generated(config, path, content=render())
     except Exception as error:  # any failure to render from the code stops the build, naming the page
         raise PluginError(f"cannot generate {path} from the code: {error}") from error
 
@@ -85,15 +93,15 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     root = repository_root(config)
     for source, destination in MOUNTED_PAGES.items():
         text = (root / source).read_text(encoding="utf-8")
-        files.append(File.generated(config, destination, content=rewrite_links(text, source, destination)))
+        files.append(generated(config, destination, content=rewrite_links(text, source, destination)))
     for record_file in sorted((root / RECORDS).rglob("*")):
         if record_file.is_file() and record_file.suffix in RECORD_SUFFIXES:
             path = record_file.relative_to(root).as_posix()
             if record_file.suffix == ".md":
                 text = rewrite_links(record_file.read_text(encoding="utf-8"), path, path)
-                files.append(File.generated(config, path, content=text))
+                files.append(generated(config, path, content=text))
             else:
-                files.append(File.generated(config, path, abs_src_path=str(record_file)))
+                files.append(generated(config, path, abs_src_path=str(record_file)))
     from breakout_dqn.cli import COMMANDS
 
     files.append(generated_page(config, "reference/cli.md", lambda: render_cli_reference(COMMANDS)))
@@ -103,6 +111,11 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    """Generated tables filled in; a docs/ page's repository-relative links (``../../results/...``,
+    which also work on a code host) made relative to its place on the site."""
+    if page.file.src_uri not in GENERATED_PAGES:
+        markdown = rewrite_links(markdown, f"docs/{page.file.src_uri}", page.file.src_uri)
+
     def table(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in GENERATED_TABLES:
