@@ -272,7 +272,8 @@ def log_protection(config: ServerConfig) -> None:
         log.warning("token authentication without TLS: the token crosses the network in clear text")
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``serve`` parser (the docs' CLI reference is generated from it)."""
     parser = argparse.ArgumentParser(
         prog="breakout-dqn serve",
         description=f"Serve greedy Breakout actions over gRPC ({SERVICE_NAME}) from an ONNX model on "
@@ -306,7 +307,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="seconds in-flight calls get to finish on SIGTERM (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     add_protection_flags(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def add_protection_flags(parser: argparse.ArgumentParser) -> None:

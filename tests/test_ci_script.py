@@ -36,7 +36,7 @@ def fake_checkout(tmp_path: Path, smoke: str, install_exit: int = 0) -> dict[str
     tool("python3", f'mkdir -p .venv/bin && echo "PATH={tools}:$PATH" > .venv/bin/activate\n')
     # python -m pip ... (the install) and python -m pytest -q (the tests: a summary line).
     tool("python", f'case "$*" in *pytest*) echo "3 passed in 0.01s";; *pip*) exit {install_exit};; esac\n')
-    for name in ("ruff", "mypy", "hadolint", "npm"):
+    for name in ("ruff", "mypy", "hadolint", "npm", "mkdocs"):
         tool(name, "exit 0\n")
     environment = {key: value for key, value in os.environ.items() if key != "SKIP_CONTAINER_SMOKE"}
     return {**environment, "PATH": f"{tools}:{environment['PATH']}"}

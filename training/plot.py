@@ -141,7 +141,8 @@ def compare(run_dirs: list[Path], out: Path, labels: list[str], published: Path 
     return out
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``plot`` parser (the docs' CLI reference is generated from it)."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
                         help="training --out directories (reads metrics.jsonl)")
@@ -152,7 +153,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--x", choices=("steps", "hours"), default="steps", dest="x_axis",
                         help="horizontal axis of a comparison: agent steps or CPU-hours of training")
     parser.add_argument("--max-x", type=float, help="right end of a comparison's axis (millions of steps, or hours)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     for run_dir in args.run_dirs:
         if not RunDirectory(run_dir).metrics.is_file():
             print(f"{PROG}: error: no metrics.jsonl in {run_dir}", file=sys.stderr)
