@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from scripts import installed_layout
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -106,7 +108,6 @@ def test_each_image_installs_its_dependencies_before_its_code() -> None:
         assert not any(line.startswith("COPY") for line in lines[:dependencies]), target
     # The code stage copies the package and every folder pyproject.toml maps into its namespace.
     sources = {source for line in stages["source"] if line.startswith("COPY") for source in copied(line)}
-    section = (ROOT / "pyproject.toml").read_text().split("[tool.setuptools.package-dir]")[1].split("\n[")[0]
-    mapped = set(re.findall(r'^"breakout_dqn\.\w+" = "(\w+)"$', section, re.MULTILINE))
+    mapped = set(installed_layout.package_dirs().values())
     assert mapped == {"training", "export", "serving", "models"}
     assert {"pyproject.toml", "README.md", "breakout_dqn", "breakout", *mapped} <= sources

@@ -89,6 +89,20 @@ def generated_page(config: MkDocsConfig, path: str, render: Callable[[], str]) -
         raise PluginError(f"cannot generate {path} from the code: {error}") from error
 
 
+def on_startup(command: str, dirty: bool) -> None:
+    """The installed package layout for mkdocstrings (``paths: [build/layout]`` in mkdocs.yml): the stage
+    folders install under ``breakout_dqn`` (pyproject.toml's package-dir), which griffe cannot follow. Built
+    before the plugins read their settings (mkdocstrings drops a search path that does not exist yet)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("installed_layout", root / "scripts" / "installed_layout.py")
+    assert spec is not None and spec.loader is not None
+    layout = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layout)
+    layout.build_layout(root / "build" / "layout", root)
+
+
 def on_files(files: Files, config: MkDocsConfig) -> Files:
     root = repository_root(config)
     for source, destination in MOUNTED_PAGES.items():
