@@ -6,7 +6,7 @@ temporary directory and its own ``metrics.jsonl`` gives the agent steps/s of the
 update (batch 32, warmed up) is timed too, and the efficiency is steps/s * t_update / train_frequency
 (1.0 = every cycle spent in updates). For PQN the loop's own timers split each rollout into acting
 + games, Q(lambda) targets and training epochs. ``cleanrl`` is the baseline: the same update as
-CleanRL's dqn_atari.py (~100 agent steps/s on a 2-core Zen 4 machine, NOTES.md), run here. Each
+CleanRL's dqn_atari.py (~100 agent steps/s on 2 cores, measured apart from this project), run here. Each
 preset runs on its default compute path for this CPU (``--precision auto``: training/compute_path.py),
 named in its row; ``--paths`` adds the isolated update of each ``--path-presets`` preset (``cleanrl``
 unless told) on each path, ``--paths-only`` that alone (no trainer runs), ``--trainer-paths``
