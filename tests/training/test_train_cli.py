@@ -80,11 +80,17 @@ def test_bad_settings_fail_with_one_line_and_exit_2(tmp_path: Path, flags: list[
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
-def test_unknown_flag_and_unknown_preset_are_usage_errors(tmp_path: Path) -> None:
-    for args in (["--bogus", "1"], ["--preset", "fastest"]):
-        result = run_cli("train", "--out", str(tmp_path), *args)
-        assert result.returncode == 2
-        assert "error:" in last_line(result.stderr)
+@pytest.mark.parametrize("args, message", [
+    (["--bogus", "1"], "unrecognized arguments: --bogus"),
+    (["--preset", "fastest"], "unknown preset 'fastest'; choose one of"),
+    (["--steps", "1.5"], "--steps: not a whole number: '1.5'"),
+    (["--preset", "pqn", "--target-update", "100"], "--target-update: not a setting of --algorithm pqn"),
+])
+def test_a_bad_flag_is_one_error_line_without_the_usage(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_cli("train", "--out", str(tmp_path / "out"), *args)
+    assert result.returncode == 2
+    assert message in one_error_line(result.stderr) and "usage:" not in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_unwritable_out_is_a_one_line_error(tmp_path: Path) -> None:
