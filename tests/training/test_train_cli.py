@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.training.cli_helpers import TINY, digest, last_line, one_error_line, run_cli
+from tests.training.cli_helpers import TINY, digest, one_error_line, run_cli
 
 
 @pytest.fixture(scope="module")
