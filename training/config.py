@@ -82,6 +82,13 @@ class TrainConfig:
         "compile the update with XLA (tf.function jit_compile); off = TensorFlow's oneDNN kernels; unset = the "
         "faster of the two for this CPU, chosen by each piece (DQN: oneDNN on CPUs with bfloat16 instructions, "
         "XLA elsewhere; PQN: XLA)", default=None)
+    backend: str = _flag(
+        "Keras backend: auto (= $KERAS_BACKEND, else tensorflow) | tensorflow | jax; set before Keras is imported "
+        "(Keras reads KERAS_BACKEND once per process; docs/guides/gpu.md)", choices=("auto", "tensorflow", "jax"),
+        default="auto")
+    device: str = _flag(
+        "where the learner computes: auto (a GPU if the backend sees one, else the CPU) | cpu | gpu (exit 2 if the "
+        "backend sees no GPU)", choices=("auto", "cpu", "gpu"), default="auto")
     # Environment
     sticky_actions: float = _flag("repeat_action_probability (0 = the Nature setting)", default=0.0)
     noop_max: int = _flag("up to this many no-op frames at each game start", default=30)

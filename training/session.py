@@ -87,15 +87,20 @@ class RunSession:
     def __init__(self, config: TrainConfig):
         self.config, self.run = config, RunDirectory(Path(config.out))
         self.run.prepare(config.resume)
+        from breakout_dqn.training.device import for_device, select_device
+
+        self.device = select_device(config)  # sets KERAS_BACKEND: before Keras' import; exit 2 if no GPU asked for
+        print(f"device: {self.device.describe()} (--backend {config.backend}, --device {config.device})", flush=True)
         import keras  # deferred: bad flags and pre-flight errors are reported without loading a backend
 
         from breakout_dqn.training.compute_path import describe, resolved, slower_path_note
         from breakout_dqn.training.learners import build_learner
 
         keras.utils.set_random_seed(config.seed)
-        piece = resolved(config)  # this piece's compute path (--precision auto: this CPU's fastest)
+        piece = resolved(for_device(config, self.device))  # --precision auto: this CPU's fastest, or a GPU's
         self.compute = describe(piece)
-        print(f"compute path: {self.compute} (--precision {config.precision}){slower_path_note(config)}", flush=True)
+        note = slower_path_note(config) if self.device.platform == "cpu" else ""
+        print(f"compute path: {self.compute} (--precision {config.precision}){note}", flush=True)
         self.learner: Any = build_learner(piece)  # the loop's own Learner protocol (DQN or PQN)
         self.state = self._restore() if config.resume else LoopState(learning_starts_at=config.learning_starts)
         save_config(config, self.run.config)
@@ -158,7 +163,7 @@ class RunSession:
             record = self.logger.log("train", step, updates=self.state.updates, epsilon=round(epsilon, 5),
                                      **self.meter.take(step), recent_score=self.stats.recent_score,
                                      running_reward=self.stats.running_reward, games=self.stats.games,
-                                     compute=self.compute, **extra)
+                                     compute=self.compute, device=self.device.describe(), **extra)
             self.progress.set_postfix(eps=f"{epsilon:.3f}", score=record["recent_score"],
                                       sps=record["steps_per_second"], refresh=False)
         if self.stats.solved(config.solved_reward):
