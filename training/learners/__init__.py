@@ -108,9 +108,11 @@ def build_learner(config: TrainConfig) -> CheckpointedLearner:
         return build_q_network(dueling=config.dueling, name=name, precision=config.precision,
                                layer_norm=config.layer_norm)
 
+    if config.algorithm == "pqn" and keras.backend.backend() == "jax":
+        from breakout_dqn.training.learners.jax_pqn_learner import JaxPQNLearner
+
+        return JaxPQNLearner(config, network("online"), make_optimizer(config))
     if config.algorithm == "pqn":
-        if keras.backend.backend() != "tensorflow":
-            raise RuntimeError("--algorithm pqn runs on Keras' TensorFlow backend")
         from breakout_dqn.training.learners.pqn_learner import PQNLearner
 
         return PQNLearner(config, network("online"), make_optimizer(config))
