@@ -92,7 +92,11 @@ def _no_gpu(backend: str, seen: str, hint: str) -> DeviceError:
 def _jax_device(asked: str) -> Device:
     if asked == "cpu" and "jax" not in sys.modules:
         os.environ["JAX_PLATFORMS"] = "cpu"  # read at jax's import: no CUDA initialised at all
-    import jax
+    try:
+        import jax
+    except ImportError:
+        raise DeviceError("--backend jax: jax is not installed; pip install 'breakout-dqn[jax]' (CPU) or "
+                          "'breakout-dqn[gpu]'") from None
 
     if asked == "cpu":
         jax.config.update("jax_platforms", "cpu")  # jax imported earlier: works until its first computation
