@@ -91,7 +91,8 @@ def summarize_run(name: str, records: list[dict[str, Any]],
     summary.update(learning_steps_per_second=round((last["step"] - first["step"]) / seconds, 1),
                    learning_seconds=round(seconds, 1), learning_steps=last["step"] - first["step"],
                    cpu_cores_busy=round(cpu_seconds / seconds, 2),
-                   updates=last["updates"], recent_score=last.get("recent_score"))
+                   updates=last["updates"], recent_score=None if last.get("recent_score") is None
+                   else round(last["recent_score"], 1))
     window = [(busy, memory) for stamp, busy, memory in utilisation if first["time"] <= stamp <= last["time"]]
     if window:
         summary.update(gpu_utilisation_percent=round(statistics.mean(b for b, _ in window), 1),
