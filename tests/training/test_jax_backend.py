@@ -84,7 +84,7 @@ def test_resuming_a_jax_checkpoint_twice_gives_the_same_run(jax_run: tuple[str, 
     assert results[0][-1][1] > train_records(run)[-1][1]  # the update counter continued
 
 
-def test_a_jax_checkpoint_resumes_on_the_tensorflow_backend(jax_run: tuple[str, Path], tmp_path: Path) -> None:
+def test_checkpoints_move_from_jax_to_tensorflow_and_back(jax_run: tuple[str, Path], tmp_path: Path) -> None:
     algorithm, run = jax_run
     _, saved, resumed_to = RUNS[algorithm]
     piece = tmp_path / "tensorflow"
@@ -95,6 +95,13 @@ def test_a_jax_checkpoint_resumes_on_the_tensorflow_backend(jax_run: tuple[str, 
     assert f"resumed from checkpoint-{saved:012d}.npz at step {saved:,}" in result.stdout
     records = train_records(piece, after=saved)
     assert records[-1][0] == resumed_to and records[-1][1] > train_records(run)[-1][1]
+    # and the checkpoint TensorFlow wrote, back on JAX (the flag: the run's config now names tensorflow)
+    again = resumed_to + (resumed_to - saved)
+    result = run_jax("train", "--out", str(piece), "--resume", "--steps", str(again), backend_flag=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resumed from checkpoint-{resumed_to:012d}.npz at step {resumed_to:,}" in result.stdout
+    records += train_records(piece, after=resumed_to)
+    assert records[-1][0] == again and records[-1][1] > records[-2][1]
     assert all(np.isfinite(loss) for _, _, loss, _ in records)
 
 
