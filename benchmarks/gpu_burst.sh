@@ -83,7 +83,7 @@ trap '[ -z "$sampler" ] || kill "$sampler" 2>/dev/null || true; rm -rf "$work"' 
 
 phases() {  # device backend dqn-envs pqn-envs
   say "phase profile on $1 ($2): DQN games $3, PQN games $4"
-  KERAS_BACKEND=$2 timeout -k 30 150 "$python" "$repo/benchmarks/train_phases.py" --device "$1" \
+  KERAS_BACKEND=$2 timeout -k 30 200 "$python" "$repo/benchmarks/train_phases.py" --device "$1" \
     --seconds "$profile_seconds" --dqn-envs $3 --pqn-envs $4 --json "$work/phases-$1-$2.json" \
     || say "phase profile on $1 ($2) failed (exit $?)"
 }

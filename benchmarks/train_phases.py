@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     from breakout_dqn.training.device import for_device, select_device
 
     device = select_device(TrainConfig(backend=args.backend, device=args.device))
-    cases = []
+    cases: list[dict[str, Any]] = []
+    report = {"device": device.describe(), "threads": args.threads, "seconds_per_phase": args.seconds,
+              "cases": cases}
     for algorithm in args.algorithms:
         for num_envs in args.dqn_envs if algorithm == "dqn" else args.pqn_envs:
             preset = "default" if algorithm == "dqn" else "pqn"
@@ -170,10 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                     **profile(config, args.threads, args.seconds)}
             print(json.dumps(case), flush=True)
             cases.append(case)
-    report = {"device": device.describe(), "threads": args.threads, "seconds_per_phase": args.seconds,
-              "cases": cases}
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+            if args.json:  # after each case: a run stopped by a time limit keeps the cases it finished
+                args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
