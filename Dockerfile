@@ -1,6 +1,7 @@
-# Breakout DQN images. Two targets from one file:
+# Breakout DQN images. Three targets from one file:
 #   train (default, full):  docker build --target train -t breakout-dqn .
 #   serve (slim, no TF):    docker build --target serve -t breakout-dqn-serve .
+#   train-gpu (NVIDIA):     docker build --target train-gpu -t breakout-dqn-gpu .  (docs/guides/gpu.md)
 # BASE_IMAGE may be any Debian-like image with python3 (>= 3.10), venv and pip, e.g. a local
 # debootstrap image where no registry can be reached (see scripts/container-smoke.sh).
 ARG BASE_IMAGE=python:3.11-slim
@@ -64,6 +65,21 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-m", "breakout_dqn.serving.healthcheck"]
 ENTRYPOINT ["breakout-dqn"]
 CMD ["serve"]
+
+# Training on NVIDIA GPUs: the full image with TensorFlow built for CUDA and JAX's CUDA 12 plugin (the
+# `gpu` extra). The CUDA libraries come as pip wheels, so BASE_IMAGE needs no CUDA of its own; the host
+# gives the driver (docker run --gpus all, the NVIDIA container toolkit). Keras' backend is TensorFlow
+# unless -e KERAS_BACKEND=jax (or `train --backend jax`); `train --device gpu` refuses to run on a CPU.
+FROM base AS train-gpu
+RUN pip install --constraint requirements/constraints.txt ".[gpu]" \
+ && pip uninstall -y breakout-dqn && rm -rf build ./*.egg-info breakout_dqn breakout README.md
+COPY --from=source /src ./
+RUN pip install --no-deps .
+USER 10001:10001
+VOLUME ["/models"]
+HEALTHCHECK NONE
+ENTRYPOINT ["breakout-dqn"]
+CMD ["--help"]
 
 # Full image: training, evaluation, export, verify, serve and play.
 FROM base AS train

@@ -38,7 +38,7 @@ class TrainRecord:
             "train", step, updates=session.state.updates,
             epsilon=None if epsilon is None else round(epsilon, 5), **session.meter.take(step),
             recent_score=session.stats.recent_score, running_reward=session.stats.running_reward,
-            games=session.stats.games, compute=session.compute, **record)
+            games=session.stats.games, compute=session.compute, device=session.device, **record)
         session.progress.set_postfix(eps=f"{epsilon or 0:.3f}", score=logged["recent_score"],
                                      sps=logged["steps_per_second"], refresh=False)
         return False

@@ -75,6 +75,12 @@ class TrainConfig:
     xla: bool | None = setting(
         "compile the update with XLA; off = TensorFlow's oneDNN kernels; unset = the faster of the two for "
         "this CPU (training/compute_path.py)", "compute", default=None)
+    backend: str = setting(
+        "Keras backend: auto (= $KERAS_BACKEND, else tensorflow) | tensorflow | jax; set before Keras is imported "
+        "(docs/guides/gpu.md)", "compute", choices=("auto", "tensorflow", "jax"), default="auto")
+    device: str = setting(
+        "where the learner computes: auto (a GPU if the backend sees one, else the CPU) | cpu | gpu (exit 2 if the "
+        "backend sees no GPU)", "compute", choices=("auto", "cpu", "gpu"), default="auto")
     sticky_actions: float = setting("repeat_action_probability (0 = the Nature setting)", "games", default=0.0)
     noop_max: int = setting("up to this many no-op frames at each game start", "games", default=30)
     max_frames: int = setting("emulator frames before a training game is truncated", "games", default=108_000)

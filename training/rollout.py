@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 from breakout_dqn import contract
@@ -39,11 +37,13 @@ def q_lambda_targets(rewards: np.ndarray, terminals: np.ndarray, next_values: np
     return targets
 
 
-def minibatch_rows(size: int, minibatches: int, epochs: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """Row indices of each minibatch: ``epochs`` shuffles of ``range(size)`` cut in ``minibatches`` parts, each
-    sorted (a cache-friendlier gather of the same rows). Every backend's PQN learner draws them here."""
-    part = size // minibatches
+def minibatch_rows(rng: np.random.Generator, transitions: int, minibatches: int, epochs: int) -> np.ndarray:
+    """int32 ``[epochs * minibatches, transitions // minibatches]``: each epoch a fresh permutation of the
+    rollout cut into minibatches, each minibatch's rows sorted (a cache-friendlier gather of the same rows).
+    Every backend's PQN learner draws its minibatches here, so they train on the same stream."""
+    size = transitions // minibatches
+    rows = []
     for _ in range(epochs):
-        order = rng.permutation(size)
-        for start in range(0, size, part):
-            yield np.sort(order[start:start + part])
+        order = rng.permutation(transitions)
+        rows += [np.sort(order[start:start + size]) for start in range(0, transitions, size)]
+    return np.stack(rows).astype(np.int32)

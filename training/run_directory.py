@@ -30,8 +30,9 @@ class RunDirectoryError(UsageError):
 PIECE_SETTINGS = frozenset({"out", "resume", "auto_resume", "steps", "progress"})
 # How the update is computed, not what it computes (float32 weights on every path): a piece may change
 # it, so --auto-resume does not refuse a run saved with another (an older run's float32 against
-# today's default auto); the run keeps its saved path unless the piece's flags give one.
-COMPUTE_SETTINGS = frozenset({"precision", "xla"})
+# today's default auto); the run keeps its saved path unless the piece's flags give one. The backend
+# and device too: a checkpoint reads the same on either (docs/guides/gpu.md).
+COMPUTE_SETTINGS = frozenset({"precision", "xla", "backend", "device"})
 
 
 @dataclasses.dataclass(frozen=True)

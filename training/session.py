@@ -97,8 +97,8 @@ def generator(seed: int, saved_state: Mapping[str, Any]) -> np.random.Generator:
 class RunSession:
     """One piece of a run: built after the algorithm (which it restores on ``--resume``), driven by its loop."""
 
-    def __init__(self, config: TrainConfig, algorithm: Algorithm, compute: str):
-        self.config, self.algorithm, self.compute = config, algorithm, compute
+    def __init__(self, config: TrainConfig, algorithm: Algorithm, compute: str, device: str):
+        self.config, self.algorithm, self.compute, self.device = config, algorithm, compute, device
         self.run = RunDirectory(Path(config.out))
         self.state = self._restore() if config.resume else RunState()
         save_config(config, self.run.config)

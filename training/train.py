@@ -43,16 +43,20 @@ def build_algorithm(config: TrainConfig) -> DQN | PQN:
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training as configured; return the final evaluation summary."""
     from breakout_dqn.training.compute_path import describe, resolved, slower_path_note
+    from breakout_dqn.training.device import for_device, select_device
 
     run = RunDirectory(Path(config.out))
     with run.held():  # one writer per run directory, checked first
         preflight(config)
         run.prepare(config.resume)
+        device = select_device(config)  # sets KERAS_BACKEND before Keras' import; exit 2 if no GPU asked for
+        print(f"device: {device.describe()} (--backend {config.backend}, --device {config.device})", flush=True)
         seed_frameworks(config.seed)
-        compute = describe(resolved(config))  # this piece's compute path (--precision auto: this CPU's fastest)
-        print(f"compute path: {compute} (--precision {config.precision}){slower_path_note(config)}", flush=True)
-        algorithm = build_algorithm(config)
-        session = RunSession(config, algorithm, compute)
+        piece = resolved(for_device(config, device))  # this piece's compute path: this CPU's fastest, or a GPU's
+        note = slower_path_note(config) if device.platform == "cpu" else ""
+        print(f"compute path: {describe(piece)} (--precision {config.precision}){note}", flush=True)
+        algorithm = build_algorithm(piece)
+        session = RunSession(config, algorithm, describe(piece), device.describe())  # config.json: as asked
         try:
             algorithm.learn(session)  # ends with the final checkpoint; a failed one raises its own error
             session.raise_if_stopped()  # Interrupted only after a checkpoint that succeeded

@@ -1,7 +1,8 @@
 """The compiled updates behind one seam: a ``Learner`` protocol per algorithm, one learner per Keras backend.
 
 Each backend's module holds its update as one module-level function (``tensorflow_dqn.dqn_update``,
-``jax_dqn.dqn_update``, ``tensorflow_pqn.pqn_update``) and a small learner class that compiles it;
+``jax_dqn.dqn_update``, ``tensorflow_pqn.pqn_update``, ``jax_pqn.pqn_update``) and a small learner class
+that compiles it;
 the shared math is ``training.losses``.
 """
 
@@ -127,12 +128,14 @@ def build_dqn_learner(config: DQNConfig) -> DQNLearner:
 
 
 def build_pqn_learner(config: PQNConfig) -> PQNLearner:
-    """PQN's network as configured and its learner (Keras' TensorFlow backend)."""
+    """PQN's network as configured and the learner of the active Keras backend."""
     from breakout_dqn.training.compute_path import resolved
 
     config = resolved(config)
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError("--algorithm pqn runs on Keras' TensorFlow backend")
+    if keras.backend.backend() == "jax":
+        from breakout_dqn.training.learners.jax_pqn import JaxPQNLearner
+
+        return JaxPQNLearner(config, _network(config, "online"), make_optimizer(config))
     from breakout_dqn.training.learners.tensorflow_pqn import TensorFlowPQNLearner
 
     return TensorFlowPQNLearner(config, _network(config, "online"), make_optimizer(config))

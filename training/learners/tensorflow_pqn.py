@@ -59,7 +59,7 @@ class TensorFlowPQNLearner:
         ``frames`` uint8 ``[B,84,84,4]``; ``actions`` int32, ``targets`` and ``weights`` float32 ``[B]``.
         """
         losses, mean_qs = [], []
-        for rows in minibatch_rows(len(frames), self.config.minibatches, self.config.epochs, rng):
+        for rows in minibatch_rows(rng, len(frames), self.config.minibatches, self.config.epochs):
             loss, mean_q = self._update(frames[rows], actions[rows], targets[rows], weights[rows])
             losses.append(float(loss))
             mean_qs.append(float(mean_q))
