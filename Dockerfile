@@ -72,11 +72,13 @@ CMD ["serve"]
 # unless -e KERAS_BACKEND=jax (or `train --backend jax`); `train --device gpu` refuses to run on a CPU.
 FROM base AS train-gpu
 RUN pip install --constraint requirements/constraints.txt ".[gpu]" \
- && pip uninstall -y breakout-dqn && rm -rf build ./*.egg-info breakout_dqn breakout README.md
+ && pip uninstall -y breakout-dqn && rm -rf build ./*.egg-info breakout_dqn breakout training export serving models README.md
 COPY --from=source /src ./
 RUN pip install --no-deps .
 USER 10001:10001
 VOLUME ["/models"]
+# Runs go to the volume by default (train --out runs/breakout -> /models/runs/breakout): the root is read-only.
+WORKDIR /models
 HEALTHCHECK NONE
 ENTRYPOINT ["breakout-dqn"]
 CMD ["--help"]
@@ -89,6 +91,8 @@ COPY --from=source /src ./
 RUN pip install --no-deps .
 USER 10001:10001
 VOLUME ["/models"]
+# Runs go to the volume by default (train --out runs/breakout -> /models/runs/breakout): the root is read-only.
+WORKDIR /models
 EXPOSE 50051
 # A batch job has no server to probe; run `serve` from the slim image for a health-checked service.
 HEALTHCHECK NONE

@@ -78,12 +78,13 @@ rm -rf "$MODELS" && mkdir -p "$MODELS" && chmod 0777 "$MODELS"   # the images ru
 RO=(--read-only --read-only-tmpfs=false --tmpfs /tmp:rw,mode=1777 --user 10001:10001)
 run() { podman run --rm --network=host "${RO[@]}" -v "$MODELS:/models" "$@"; }
 
-step "train: $STEPS agent steps into the mounted /models"
-run localhost/breakout-dqn:smoke train --out /models/run --steps "$STEPS" --num-envs 4 \
+step "train: $STEPS agent steps into the mounted /models (a relative --out lands there: the image's workdir)"
+run localhost/breakout-dqn:smoke train --out runs/smoke --steps "$STEPS" --num-envs 4 \
   --learning-starts 100 --random-steps 100 --replay-capacity 4000 --eval-every 0 \
   --final-eval-episodes 1 --log-every 100 --no-progress
 step "export: parity gate, then /models/model.onnx"
-run localhost/breakout-dqn:smoke export /models/run/model.keras --out /models/model.onnx
+[ -f "$MODELS/runs/smoke/model.keras" ] || { echo "container-smoke: no runs/smoke under /models" >&2; exit 1; }
+run localhost/breakout-dqn:smoke export /models/runs/smoke/model.keras --out /models/model.onnx
 step "verify"
 run localhost/breakout-dqn:smoke verify /models/model.onnx
 
