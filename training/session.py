@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -25,9 +25,11 @@ from breakout_dqn.training.checkpoint import CheckpointError, load_checkpoint, s
 from breakout_dqn.training.config import TrainConfig, save_config
 from breakout_dqn.training.episodes import EpisodeStats
 from breakout_dqn.training.exploration import Exploration, OpeningMoves, epsilon_at
-from breakout_dqn.training.learners import Learner
 from breakout_dqn.training.metrics import MetricsLogger
 from breakout_dqn.training.run_directory import RunDirectory
+
+if TYPE_CHECKING:  # not at import: --backend must set KERAS_BACKEND before Keras loads (training.device)
+    from breakout_dqn.training.learners import Learner
 
 # Evaluation games and their exploration draw streams apart from the training games' (any fixed offsets
 # would do; these are the ones every recorded run used, so its evaluations replay exactly).

@@ -87,3 +87,15 @@ def test_asking_for_a_gpu_where_the_backend_sees_none_exits_2_naming_it(backend:
     assert f"--device gpu: Keras' {backend} backend sees no GPU" in one_error_line(result.stderr)
     assert "device:" not in result.stdout  # refused before it announced a device, let alone trained
     assert not out.exists()  # and left nothing behind
+
+
+def test_the_train_command_loads_no_keras_before_it_picks_the_backend() -> None:
+    # Keras reads KERAS_BACKEND once, at its import: `--backend jax` works only if nothing on the way to
+    # select_device imported it (a module-level `import keras` there made it load TensorFlow).
+    code = ("import sys\nimport breakout_dqn.cli, breakout_dqn.training.cli, breakout_dqn.training.train\n"
+            "import breakout_dqn.training.session, breakout_dqn.training.callbacks\n"
+            "print(sorted(name for name in ('keras', 'tensorflow', 'jax') if name in sys.modules))")
+    env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
