@@ -34,7 +34,7 @@ COPY pyproject.toml ./
 # the code reuses the dependency layer instead of installing TensorFlow again.
 # (the stage folders too: pyproject.toml maps training/, export/, serving/ and models/ into breakout_dqn)
 RUN mkdir -p breakout/v1 breakout_dqn training/learners export serving models \
- && touch README.md breakout_dqn/__init__.py breakout/__init__.py
+ && touch README.md breakout/__init__.py && echo "__version__ = \"0\"" > breakout_dqn/__init__.py
 # `serve` binds all interfaces in a container (its host default is 127.0.0.1) and the HEALTHCHECK
 # probes $BREAKOUT_DQN_PORT: change the port with `-e BREAKOUT_DQN_PORT=N`, not `--port`.
 ENV BREAKOUT_DQN_MODEL=/opt/breakout-dqn/models/breakout-dqn.onnx \
