@@ -16,7 +16,7 @@ from breakout_dqn import contract
 from breakout_dqn.training.callbacks import crossed
 from breakout_dqn.training.config import DQNConfig
 from breakout_dqn.training.learners import DQNLearner, build_dqn_learner
-from breakout_dqn.training.replay import ReplayBuffer, check_fits_in_memory, slots_per_env
+from breakout_dqn.training.replay import ReplayBuffer, slots_per_env
 from breakout_dqn.training.replay_storage import DurableStorage, ReplayStorageError
 from breakout_dqn.training.run_directory import RunDirectory
 from breakout_dqn.training.sampler import PrefetchSampler
@@ -37,10 +37,6 @@ class DQN:
         self.replay: ReplayBuffer | None = None
         self.sampler: PrefetchSampler | None = None
 
-    @staticmethod
-    def preflight(config: DQNConfig) -> None:
-        """Refuse, before anything is built, a replay that will not fit in memory."""
-        check_fits_in_memory(config.replay_capacity, config.num_envs)
 
     def restore(self, saved: Mapping[str, Any]) -> None:
         self.sample_rng = generator(self.config.seed + SAMPLING_SEED_OFFSET, saved.get("sample_rng_state", {}))

@@ -33,9 +33,6 @@ class PQN:
         self.learner: PQNLearner = build_pqn_learner(config)
         self.minibatch_rng = generator(config.seed + MINIBATCH_SEED_OFFSET, {})
 
-    @staticmethod
-    def preflight(config: PQNConfig) -> None:
-        """Nothing to check: a rollout takes ~28 KB per transition (115 MB at 128 x 32)."""
 
     def restore(self, saved: Mapping[str, Any]) -> None:
         self.minibatch_rng = generator(self.config.seed + MINIBATCH_SEED_OFFSET, saved.get("sample_rng_state", {}))

@@ -21,11 +21,12 @@ __all__ = ["Interrupted", "train"]
 
 
 def preflight(config: TrainConfig) -> None:
-    """What can be refused before a backend loads (a replay too large for the memory)."""
+    """What can be refused before a backend loads (a replay too large for the memory). It must not import
+    Keras: ``--backend`` takes effect only before that (``training.device``)."""
     if isinstance(config, DQNConfig):
-        from breakout_dqn.training.dqn import DQN
+        from breakout_dqn.training.replay import check_fits_in_memory
 
-        DQN.preflight(config)
+        check_fits_in_memory(config.replay_capacity, config.num_envs)
 
 
 def build_algorithm(config: TrainConfig) -> DQN | PQN:

@@ -94,6 +94,9 @@ def test_the_train_command_loads_no_keras_before_it_picks_the_backend() -> None:
     # select_device imported it (a module-level `import keras` there made it load TensorFlow).
     code = ("import sys\nimport breakout_dqn.cli, breakout_dqn.training.cli, breakout_dqn.training.train\n"
             "import breakout_dqn.training.session, breakout_dqn.training.callbacks\n"
+            "from breakout_dqn.training.config import resolve\n"
+            "for settings in ({'replay_capacity': 1000}, {'preset': 'pqn'}):\n"
+            "    breakout_dqn.training.train.preflight(resolve(settings))  # runs before the backend is chosen\n"
             "print(sorted(name for name in ('keras', 'tensorflow', 'jax') if name in sys.modules))")
     env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
