@@ -61,6 +61,10 @@ QUEUE=(
   # PQN trained at the final epsilon 0.01 instead of 0.001 (one change against results/pqn-s1-5m),
   # closer to the evaluation's 0.05: recorded at 5M against pqn-s1-5m, then on to PQN's 10M budget
   "pqn-eps01-s1|5000000|--preset pqn --seed 1 --epsilon-end 0.01|pqn-eps01-s1-5m"
+  # bigger batches less often at the same replay ratio (8 samples per agent step): batch 64 every 8
+  # agent steps, 1.31x the trainer's speed on a Zen 5 (benchmarks/update_batch_size.py); against the
+  # dueling baseline at 1M
+  "ablation-dueling-batch64|1000000|--preset default --seed 1 --precision bfloat16 --batch-size 64 --train-frequency 8"
   "pqn-eps01-s1|10000000|--preset pqn --seed 1 --epsilon-end 0.01|pqn-eps01-s1-10m"
 )
 if [ -n "${QUEUE_FILE:-}" ]; then
