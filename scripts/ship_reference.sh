@@ -39,7 +39,12 @@ if [ -n "$SEEDS" ]; then  # a Keras evaluation already under that name (the queu
   "$BIN/python" scripts/merge_verify.py --set-aside "$RESULTS/eval-$games.json"
 fi
 staged=$(mktemp -d)
-trap 'rm -rf "$staged"' EXIT
+cp breakout_dqn/__init__.py "$staged/version.py"
+shipped=""
+# A failed step puts the version back: only a model that shipped makes a release.
+trap '[ -n "$shipped" ] || cp "$staged/version.py" breakout_dqn/__init__.py; rm -rf "$staged"' EXIT
+version=$("$BIN/python" scripts/bump_version.py)  # a new shipped model is a new release (CHANGELOG.md)
+echo "== release $version: its model's metadata and pin carry it"
 
 echo "== evaluate $RUN/model.keras ($steps agent steps), $EPISODES games"
 "$BIN/breakout-dqn" evaluate "$RUN/model.keras" --episodes "$EPISODES" --json "$staged/eval.json"
@@ -76,10 +81,12 @@ EOF
 sed -i "s|$staged/model.onnx|$MODEL|g" "$staged/parity.json" "$staged/verify.json"
 mkdir -p "$(dirname "$MODEL")"
 cp "$staged/model.onnx" "$MODEL.tmp" && mv "$MODEL.tmp" "$MODEL"
+shipped=1
 if [ "$MODEL" = models/breakout-dqn.onnx ]; then  # the Kubernetes serving Deployment pins the shipped model's version
-  version=$("$BIN/python" deploy/k8s/serve/check_model_version.py --model "$MODEL" --print)
-  sed -i -E "s/(BREAKOUT_DQN_MODEL_VERSION=)[^ ]+/\1$version/" deploy/k8s/serve/kustomization.yaml
-  echo "pinned $version in deploy/k8s/serve/kustomization.yaml (and say so in the README's Kubernetes section)"
+  pin=$("$BIN/python" deploy/k8s/serve/check_model_version.py --model "$MODEL" --print)
+  sed -i -E "s/(BREAKOUT_DQN_MODEL_VERSION=)[^ ]+/\1$pin/" deploy/k8s/serve/kustomization.yaml \
+    deploy/k8s/overlays/gke/serve/release.env
+  echo "pinned $pin in deploy/k8s/serve/kustomization.yaml and overlays/gke/serve/release.env"
 fi
 mkdir -p "$RESULTS"
 cp "$staged/eval.json" "$staged/parity.json" "$staged/verify.json" "$RESULTS/"
@@ -98,4 +105,4 @@ if [ -n "$SEEDS" ]; then
   done
   "$BIN/python" scripts/merge_verify.py "$RESULTS/eval-$games.json" "${reports[@]}"
 fi
-echo "now update the README's reference-agent section"
+echo "now write release $version in CHANGELOG.md, and update models/MODEL_CARD.md and the docs' numbers from $RESULTS"
