@@ -60,7 +60,7 @@ def merge(reports: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         runs.append({"seed": score["seed"], "episodes": score["episodes"], "mean": score["mean"], "std": score["std"],
                      "min": min(score["scores"]), "max": max(score["scores"]), "seconds": score.get("seconds"),
                      "command": command_for(report["model"], score), "exit_code": report["exit_code"],
-                     "scores": score["scores"]})
+                     "truncated": score.get("truncated"), "scores": score["scores"]})
     first_name, first = reports[0]
     for name, report in reports[1:]:
         if report.get("model") != first.get("model"):
@@ -80,6 +80,8 @@ def merge(reports: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         "protocol": PROTOCOL.format(epsilon=first["score"]["epsilon"], max_frames=first["score"]["max_frames"]),
         "episodes": len(scores), "mean": statistics.fmean(scores), "std": std,
         "standard_error": std / len(scores) ** 0.5, "human": atari.HUMAN_SCORE,
+        # games cut at the frame cap (a looping agent): None where a report did not count them
+        "truncated": None if any(run["truncated"] is None for run in runs) else sum(run["truncated"] for run in runs),
         "runs": runs, "recorded_by": "scripts/merge_verify.py",
     }
 

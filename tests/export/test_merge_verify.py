@@ -148,3 +148,15 @@ def test_every_committed_evaluation_record_is_either_a_merge_or_one_set_aside_wo
             moved = module.set_aside(copy)
             assert moved is not None and moved.exists() and not copy.exists(), path
     assert merges >= 4  # pqn-s1, pqn-s1-5m, cleanrl-1m, rainbow-lite-3m
+
+
+def test_games_cut_at_the_frame_cap_are_counted_per_seed_and_pooled(tmp_path: Path) -> None:
+    first, second = report(0, [10.0, 20.0]), report(1, [30.0])
+    first["score"]["truncated"], second["score"]["truncated"] = 2, 1
+    done, out = merge(tmp_path, first, second)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    assert record["truncated"] == 3 and [run["truncated"] for run in record["runs"]] == [2, 1]
+    del second["score"]["truncated"]  # a report from before verify counted them
+    done, out = merge(tmp_path, first, second)
+    assert json.loads(out.read_text())["truncated"] is None
