@@ -173,3 +173,54 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for {pid}")
+
+
+ISOLATED = [("grpc.use_local_subchannel_pool", 1)]
+"""Channel option: a connection of its own (gRPC channels in one process otherwise share one)."""
+
+
+class PeakRss:
+    """Samples a process's resident memory every ``period_s`` in a thread, keeping the peak (bytes)."""
+
+    def __init__(self, pid: int, period_s: float = 0.05):
+        self.pid = pid
+        self.period_s = period_s
+        self.peak = rss_bytes(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                self.peak = max(self.peak, rss_bytes(self.pid))
+            except (OSError, AssertionError):
+                return
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.peak
+
+
+def answered_calls(target: str, calls: int = 5, spacing_s: float = 1.0, timeout_s: float = 5.0,
+                   metadata: tuple[tuple[str, str], ...] | None = None) -> list[str]:
+    """Another client's GetAction calls, one every ``spacing_s`` on a connection of its own: each one's status."""
+    import grpc
+
+    from breakout.v1 import agent_pb2, agent_pb2_grpc
+    from breakout_dqn import contract
+
+    request = agent_pb2.GetActionRequest(frames=bytes(contract.STACK_BYTES))
+    codes = []
+    with grpc.insecure_channel(target, options=ISOLATED) as channel:
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        for index in range(calls):
+            if index:
+                time.sleep(spacing_s)
+            try:
+                stub.GetAction(request, timeout=timeout_s, metadata=metadata)
+                codes.append("OK")
+            except grpc.RpcError as error:
+                codes.append(error.code().name)  # type: ignore[attr-defined]
+    return codes
