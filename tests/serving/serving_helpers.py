@@ -130,10 +130,11 @@ OPENSSL = shutil.which("openssl")
 
 def make_certificates(directory: Path) -> dict[str, Path]:
     """A test CA, a server certificate for localhost/127.0.0.1 and a client certificate it signed, and
-    a second CA with its own client certificate (one the first CA never signed). EC P-256, valid 2 days.
+    a second CA with its own client and server certificates (ones the first CA never signed). EC P-256,
+    valid 2 days.
 
     Keys: ``ca``, ``server.crt``, ``server.key``, ``client.crt``, ``client.key``, ``other-ca``,
-    ``other-client.crt``, ``other-client.key``.
+    ``other-client.crt``, ``other-client.key``, ``other-server.crt``, ``other-server.key``.
     """
     assert OPENSSL is not None, "openssl is needed to make test certificates"
 
@@ -158,11 +159,14 @@ def make_certificates(directory: Path) -> dict[str, Path]:
 
     new_ca("ca")
     new_ca("other-ca")
-    new_leaf("server", "ca", "subjectAltName=DNS:localhost,DNS:breakout-dqn-serve,IP:127.0.0.1\n"
-                             "extendedKeyUsage=serverAuth\n")
+    server_extensions = ("subjectAltName=DNS:localhost,DNS:breakout-dqn-serve,IP:127.0.0.1\n"
+                         "extendedKeyUsage=serverAuth\n")
+    new_leaf("server", "ca", server_extensions)
+    new_leaf("other-server", "other-ca", server_extensions)
     new_leaf("client", "ca", "extendedKeyUsage=clientAuth\n")
     new_leaf("other-client", "other-ca", "extendedKeyUsage=clientAuth\n")
-    names = ["server.crt", "server.key", "client.crt", "client.key", "other-client.crt", "other-client.key"]
+    names = ["server.crt", "server.key", "client.crt", "client.key", "other-client.crt", "other-client.key",
+             "other-server.crt", "other-server.key"]
     return {"ca": directory / "ca.crt", "other-ca": directory / "other-ca.crt",
             **{name: directory / name for name in names}}
 
