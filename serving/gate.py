@@ -139,7 +139,9 @@ class Gate(grpc.aio.ServerInterceptor):
             assert call.watch is not None
             raw = await _first(requests)
             call.watch.received()
-            return await handler.unary_unary(decode(handler, raw), context)
+            request = decode(handler, raw)
+            del raw  # a large message is not kept twice (its bytes and its parsed copy) while it is answered
+            return await handler.unary_unary(request, context)
         except Refused as refusal:
             call.refusal = refusal
             await context.abort(refusal.code, refusal.message)
@@ -223,7 +225,9 @@ async def _messages(requests: AsyncIterator[bytes], handler: grpc.RpcMethodHandl
     index = 0
     async for raw in requests:
         watch.received()
-        yield decode(handler, raw, f"message {index} of the stream: ")
+        message = decode(handler, raw, f"message {index} of the stream: ")
+        del raw  # not kept twice (its bytes and its parsed copy) while it is answered
+        yield message
         index += 1
 
 
