@@ -161,8 +161,12 @@ class Admission:
             if not connections:
                 del self.connections[caller.group]
 
-    def take_work(self, caller: Caller, stacks: int) -> None:
-        """Take a work slot for a request of ``stacks`` stacks, or raise ``Refused``."""
+    def check_work(self, caller: Caller) -> None:
+        """``Refused`` if a request of this caller could not take a work slot now (checked before its message
+        is read, so a call past the budget costs no more than its headers)."""
+        self._check_work(caller)
+
+    def _check_work(self, caller: Caller) -> None:
         if self.in_flight >= self.config.max_in_flight:
             raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "capacity",
                           f"server busy: --max-in-flight {self.config.max_in_flight} requests are being answered; "
@@ -172,6 +176,10 @@ class Admission:
                           f"per-client limit: this client already has its {self.client_work_limit} requests in flight "
                           f"(--client-share {self.config.client_share:g} of --max-in-flight "
                           f"{self.config.max_in_flight}); retry with backoff once some have finished")
+
+    def take_work(self, caller: Caller, stacks: int) -> None:
+        """Take a work slot for a request of ``stacks`` stacks, or raise ``Refused``."""
+        self._check_work(caller)
         if self.expected_wait_s(stacks) * 1000 > self.config.max_queue_wait_ms:
             raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded",
                           f"server overloaded: this request would wait more than --max-queue-wait-ms "

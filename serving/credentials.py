@@ -181,8 +181,8 @@ class Credentials:
         """Read the tokens file, the subjects list and the TLS files again (SIGHUP); keep the old ones on error."""
         config = self.config
         steps: list[tuple[str, Callable[[], None]]] = []
-        if config.tokens_file is not None:
-            steps.append(("tokens", lambda: setattr(self, "tokens", load_tokens(config))))
+        if config.tokens_file is not None or config.auth_token_file is not None:
+            steps.append(("tokens", self._reload_tokens))
         if config.tls_client_subjects is not None:
             steps.append(("client subjects", lambda: setattr(self, "subjects", read_subjects(
                 config.tls_client_subjects))))  # type: ignore[arg-type]
@@ -194,6 +194,11 @@ class Credentials:
                 log.info("reloaded the %s", what)
             except SecurityConfigError as error:
                 log.error("kept the old %s: %s", what, error)
+
+    def _reload_tokens(self) -> None:
+        token = read_server_token(self.config) if self.config.auth_token_file is not None else self.config.auth_token
+        self.tokens = load_tokens(dataclasses.replace(self.config, auth_token=token))
+        self.config.auth_token = token
 
     def _reload_certificate(self) -> None:
         loaded = _certificate_config(self.config)

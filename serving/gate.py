@@ -46,9 +46,11 @@ class Rule:
     exempt: bool = False  # no token or subject check (health: probes carry none)
     admit: bool = True  # counted, and refused past the budgets and the memory ceiling
     watch: bool = False  # a health Watch stream (a few per connection)
+    work: bool = False  # a unary call that will take a work slot: refused before its message if none is free
 
 
 RULES = {
+    f"/{SERVICE_NAME}/GetAction": Rule(work=True),
     f"/{SERVICE_NAME}/StreamActions": Rule(session=True),
     f"/{SERVICE_NAME}/PlayGame": Rule(session=True),
     "/grpc.health.v1.Health/Check": Rule(exempt=True, admit=False),
@@ -121,6 +123,8 @@ class Gate(grpc.aio.ServerInterceptor):
             call.caller = self.admission.caller(method, call.peer, name, session=rule.session, watch=rule.watch)
             if rule.admit:
                 self.admission.open(call.caller)
+            if rule.work:
+                self.admission.check_work(call.caller)
         except Refused as refusal:
             call.refusal = refusal
             return call

@@ -166,6 +166,33 @@ def test_a_call_without_a_token_is_refused_before_its_message_arrives(onnx_model
         running.stop()
 
 
+def test_a_call_past_the_in_flight_budget_is_refused_before_its_message_arrives(onnx_model_path: Path,
+                                                                                policy) -> None:
+    """Finding 3: refused calls sat outside the limits; now a call past the budget costs only its headers."""
+    from serving_helpers import SlowPolicy
+
+    slow = SlowPolicy(policy, delay_s=1.0)
+    running = ServerThread(config_for(onnx_model_path, max_in_flight=1, inline_gap_ms=-1), lambda config: slow)
+
+    async def scenario() -> grpc.StatusCode:
+        async with grpc.aio.insecure_channel(running.target, options=ISOLATED) as channel:
+            busy = agent_pb2_grpc.AgentServiceStub(channel).GetAction(ONE_STACK, timeout=30)
+            while running.server.admission.in_flight == 0:
+                await asyncio.sleep(0.01)
+            half_open = channel.stream_unary("/breakout.v1.AgentService/GetAction")(timeout=10)  # no message
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await half_open
+            await busy
+            return caught.value.code()
+
+    try:
+        assert asyncio.run(scenario()) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        registry = running.server.metrics.registry
+        assert registry.get_sample_value("breakout_dqn_refusals_total", {"reason": "capacity"}) == 1
+    finally:
+        running.stop()
+
+
 class LogBytes(logging.Handler):
     """Counts the bytes of every record logged anywhere (the root logger's handlers see them all)."""
 
