@@ -228,3 +228,15 @@ def answered_calls(target: str, calls: int = 5, spacing_s: float = 1.0, timeout_
             except grpc.RpcError as error:
                 codes.append(error.code().name)  # type: ignore[attr-defined]
     return codes
+
+
+def metric(running: ServerThread, name: str, labels: dict[str, str], expected: float | None = None,
+           timeout: float = 10.0) -> float:
+    """A server's metric; with ``expected``, once it reaches that value (a call's client has its status a
+    moment before the server has counted it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = running.server.metrics.registry.get_sample_value(name, labels) or 0.0
+        if expected is None or value == expected or time.monotonic() > deadline:
+            return value
+        time.sleep(0.01)

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from serving_helpers import ISOLATED, ServerThread, SlowPolicy, config_for, random_stacks
+from serving_helpers import ISOLATED, ServerThread, SlowPolicy, config_for, metric, random_stacks
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
@@ -60,9 +60,8 @@ async def statuses(calls: list[grpc.aio.StreamStreamCall]) -> list[tuple[grpc.St
     return [(await call.code(), await call.details()) for call in calls]
 
 
-def refusals(running: ServerThread, reason: str) -> float:
-    value = running.server.metrics.registry.get_sample_value("breakout_dqn_refusals_total", {"reason": reason})
-    return value or 0.0
+def refusals(running: ServerThread, reason: str, expected: float | None = None) -> float:
+    return metric(running, "breakout_dqn_refusals_total", {"reason": reason}, expected)
 
 
 def test_silent_streams_past_a_clients_stream_share_are_refused_and_idle_out(onnx_model_path: Path,
@@ -74,7 +73,7 @@ def test_silent_streams_past_a_clients_stream_share_are_refused_and_idle_out(onn
     try:
         answered, refused = running.call(silent_streams(running.target, 24))
         assert len(answered) == 16 == admission.client_stream_limit  # 0.25 of 64
-        assert refusals(running, "client_share") == 8 and len(refused) <= 8
+        assert refusals(running, "client_share", 8) == 8 and len(refused) <= 8
         assert refused and refused[0] == ("per-client limit: this client already holds its 16 open streams "
                                           "(--client-stream-share 0.25 of --max-streams 64); close some first")
         with AgentClient(running.target, timeout=10) as other:  # GetAction is work, not a stream: served
@@ -94,13 +93,37 @@ def test_silent_streams_past_a_clients_stream_share_are_refused_and_idle_out(onn
 
 def test_one_connection_opens_at_most_its_http2_streams_and_the_rest_wait_in_the_client(
         onnx_model_path: Path) -> None:
-    running = ServerThread(config_for(onnx_model_path, stream_idle_timeout_s=1.0, max_streams_per_connection=4))
+    running = ServerThread(config_for(onnx_model_path, max_streams_per_connection=4))
+    admission = running.server.admission
+
+    async def until(condition, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.01)
+
+    async def six_streams() -> list[int]:
+        async with grpc.aio.insecure_channel(running.target, options=ISOLATED) as channel:
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            calls = [stub.StreamActions() for _ in range(6)]
+            writes = [asyncio.ensure_future(call.write(ONE_STACK)) for call in calls]
+            await until(lambda: sum(write.done() for write in writes) == 4)  # 4 streams started
+            await asyncio.sleep(0.5)  # the other two stay in the client: the server never sees them
+            seen = [admission.sessions, sum(write.done() for write in writes)]
+            started = next(index for index, write in enumerate(writes) if write.done())
+            calls[started].cancel()  # a stream ends: one of the waiting two takes its place
+            await until(lambda: sum(write.done() for write in writes) == 5)
+            await until(lambda: admission.sessions == 4)
+            seen.append(admission.sessions)
+            for call, write in zip(calls, writes, strict=True):
+                call.cancel()
+                write.cancel()  # a write to a stream that never started would wait for it
+            await asyncio.gather(*writes, return_exceptions=True)
+            return seen
+
     try:
-        answered, refused = running.call(silent_streams(running.target, 6))  # 2 wait until 4 idle out
-        assert len(answered) == 6 and refused == []
+        assert asyncio.run(six_streams()) == [4, 4, 4]
         assert refusals(running, "capacity") == refusals(running, "client_share") == 0
-        ends = running.call(statuses(answered))
-        assert {code for code, _ in ends} == {grpc.StatusCode.DEADLINE_EXCEEDED}
     finally:
         running.stop()
 
@@ -179,7 +202,8 @@ def test_a_request_that_would_wait_too_long_is_shed_at_once(onnx_model_path: Pat
                 assert error.details().startswith("server overloaded: this request would wait more than "
                                                   "--max-queue-wait-ms 300")
         assert codes.count("OK") >= 2 and "RESOURCE_EXHAUSTED" in codes, codes
-        assert refusals(running, "overloaded") == codes.count("RESOURCE_EXHAUSTED")
+        shed = codes.count("RESOURCE_EXHAUSTED")
+        assert refusals(running, "overloaded", shed) == shed
     finally:
         running.stop()
 
@@ -193,7 +217,7 @@ def test_past_the_memory_ceiling_new_calls_are_refused_but_health_answers(onnx_m
                 client.get_action(random_stacks(1))
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert caught.value.details().startswith("server low on memory (--memory-limit-mib)")
-        assert refusals(running, "memory") >= 1
+        assert refusals(running, "memory", 1) == 1
     finally:
         running.stop()
 

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import grpc
 import pytest
-from serving_helpers import ISOLATED, PeakRss, ServerProcess, ServerThread, answered_calls, config_for, rss_bytes
+from serving_helpers import (
+    ISOLATED,
+    PeakRss,
+    ServerProcess,
+    ServerThread,
+    answered_calls,
+    config_for,
+    metric,
+    rss_bytes,
+)
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
@@ -44,8 +53,10 @@ async def idle_streams(target: str, connections: int, per_connection: int, game:
             return True
         return False
 
-    answered = await asyncio.gather(*(first_answer(call) for call in calls))
-    return sum(answered), channels, calls
+    answered = 0
+    for start in range(0, len(calls), per_connection):  # a connection at a time: within --max-in-flight
+        answered += sum(await asyncio.gather(*(first_answer(call) for call in calls[start:start + per_connection])))
+    return answered, channels, calls
 
 
 def wait_until(condition, timeout: float = 10.0) -> None:
@@ -80,6 +91,7 @@ def test_idle_streams_on_many_connections_leave_another_client_served(onnx_model
     running = ServerThread(config_for(onnx_model_path))
     try:
         opened, codes = served_beside_idle_streams(running.target, connections, 64, game)
+        print(f"\n{opened} idle streams open; another client's calls: {codes}")
         assert opened == connections * 64  # idle streams are admitted: they are sessions, not work
         assert codes.count("OK") >= 4, codes
         wait_until(lambda: running.server.admission.open_calls == 0)  # the cancelled streams were freed
@@ -160,8 +172,7 @@ def test_a_call_without_a_token_is_refused_before_its_message_arrives(onnx_model
             started = time.monotonic()
             assert asyncio.run(half_open(f"/breakout.v1.AgentService/{method}")) == grpc.StatusCode.UNAUTHENTICATED
             assert time.monotonic() - started < 9  # at once, not at the call's deadline
-        registry = running.server.metrics.registry
-        assert registry.get_sample_value("breakout_dqn_refusals_total", {"reason": "unauthenticated"}) == 3
+        assert metric(running, "breakout_dqn_refusals_total", {"reason": "unauthenticated"}, 3) == 3
     finally:
         running.stop()
 
@@ -187,8 +198,7 @@ def test_a_call_past_the_in_flight_budget_is_refused_before_its_message_arrives(
 
     try:
         assert asyncio.run(scenario()) == grpc.StatusCode.RESOURCE_EXHAUSTED
-        registry = running.server.metrics.registry
-        assert registry.get_sample_value("breakout_dqn_refusals_total", {"reason": "capacity"}) == 1
+        assert metric(running, "breakout_dqn_refusals_total", {"reason": "capacity"}, 1) == 1
     finally:
         running.stop()
 
@@ -232,9 +242,7 @@ def test_undecodable_bytes_are_invalid_argument_and_log_a_bounded_amount(onnx_mo
         assert counter.bytes < 8_000
         with AgentClient(running.target, timeout=10) as client:
             assert client.get_action(random_stack()).shape == (1,)
-        refusals = running.server.metrics.registry.get_sample_value("breakout_dqn_refusals_total",
-                                                                    {"reason": "invalid_argument"})
-        assert refusals == 1001
+        assert metric(running, "breakout_dqn_refusals_total", {"reason": "invalid_argument"}, 1001) == 1001
     finally:
         root.removeHandler(counter)
         root.setLevel(level)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-from serving_helpers import ServerThread, SlowPolicy, config_for, random_stacks
+from serving_helpers import ServerThread, SlowPolicy, config_for, metric, random_stacks
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
@@ -185,8 +185,7 @@ def test_concurrency_limit_is_resource_exhausted(onnx_model_path: Path, policy: 
                                            "with backoff")
         assert codes.count(grpc.StatusCode.OK) == 2
         assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 4
-        registry = running.server.metrics.registry
-        assert registry.get_sample_value("breakout_dqn_refusals_total", {"reason": "capacity"}) == 4
+        assert metric(running, "breakout_dqn_refusals_total", {"reason": "capacity"}, 4) == 4
         with AgentClient(running.target, timeout=30) as agent:
             assert_still_serving(agent, policy)
     finally:

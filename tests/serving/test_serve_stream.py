@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from serving_helpers import ServerThread, SlowPolicy, config_for, random_stacks
+from serving_helpers import ServerThread, SlowPolicy, config_for, metric, random_stacks
 
 from breakout.v1 import agent_pb2
 from breakout_dqn.onnx_model import OnnxPolicy
@@ -113,8 +113,7 @@ def test_a_stream_holds_a_work_slot_only_while_answering(onnx_model_path: Path, 
             assert "--max-in-flight 2 requests are being answered" in caught.value.details()
             np.testing.assert_array_equal(unary.result(), policy.act(frames))
             np.testing.assert_array_equal(busy.result(), policy.act(frames))
-        registry = running.server.metrics.registry
-        assert registry.get_sample_value("breakout_dqn_refusals_total", {"reason": "capacity"}) == 1
+        assert metric(running, "breakout_dqn_refusals_total", {"reason": "capacity"}, 1) == 1
     finally:
         running.stop()
 
