@@ -165,8 +165,8 @@ async def main():
         except Exception:
             return False
     opened = 0
-    for start in range(0, len(calls), 500):
-        opened += sum(await asyncio.gather(*(first(call) for call in calls[start:start + 500])))
+    for start in range(0, len(calls), per):  # a connection at a time: its first requests within --max-in-flight
+        opened += sum(await asyncio.gather(*(first(call) for call in calls[start:start + per])))
     print(f"open {opened}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 asyncio.run(main())
@@ -182,12 +182,25 @@ def hold_streams(target: str, connections: int, per_connection: int) -> tuple[su
     return holder, int(line.split()[1]) if line.startswith("open ") else 0
 
 
+def queue_wait_p99_ms(metrics_port: int) -> float:
+    """The upper edge of the bucket that holds the 99th percentile of breakout_dqn_queue_wait_seconds."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    buckets = [(float(edge), float(count)) for edge, count in
+               re.findall(r'^breakout_dqn_queue_wait_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.MULTILINE)]
+    total = buckets[-1][1]
+    return next(edge for edge, count in buckets if count >= 0.99 * total) * 1e3
+
+
 def scenario_idle_streams(model: Path, seconds: float, connections: int, per: int) -> dict[str, Any]:
-    server = Server(model)
+    metrics_port = _free_port()
+    server = Server(model, "--metrics-port", str(metrics_port))
     try:
         asyncio.run(call_loop(server.target, 2.0, ONE_STACK))  # warm-up
         before = server.reset_peak()
         alone = load_figures(*asyncio.run(call_loop(server.target, seconds, ONE_STACK)), seconds)
+        alone["queue_wait_p99_ms_at_most"] = queue_wait_p99_ms(metrics_port)
         holder, opened = hold_streams(server.target, connections, per)
         holding = server.rss()
         beside = load_figures(*asyncio.run(call_loop(server.target, seconds, ONE_STACK)), seconds)
@@ -318,14 +331,30 @@ def _open_streams(metrics_port: int) -> float:
     return float(match.group(1)) if match else float("nan")
 
 
+def stream_until_stopped(target: str) -> tuple[int, str]:
+    """A game's StreamActions session through the client library (it reopens a stream the server ends with
+    UNAVAILABLE, as a drain does): requests answered, and the status that ended it."""
+    answered = 0
+    with AgentClient(target, timeout=20) as client:
+        session = client.stream(timeout=60)
+        frames = np.zeros((1, *contract.STACK_SHAPE), np.uint8)
+        try:
+            while True:
+                session.get_action(frames)
+                answered += 1
+        except grpc.RpcError as error:
+            return answered, error.code().name  # type: ignore[attr-defined]
+        except RuntimeError as error:
+            return answered, f"RuntimeError: {error}"
+
+
 async def load_until_stopped(target: str, stop_after_s: float, server: Server) -> collections.Counter[str]:
-    """CALLERS callers on GetAction and 16 streams; SIGTERM after ``stop_after_s``; every call's outcome."""
+    """CALLERS callers on GetAction and 16 stream sessions; SIGTERM after ``stop_after_s``; every call's outcome."""
     codes: collections.Counter[str] = collections.Counter()
-    async with grpc.aio.insecure_channel(target, options=ISOLATED) as channel, \
-            grpc.aio.insecure_channel(target, options=ISOLATED) as streams_channel:  # two clients: two shares
+    loop = asyncio.get_running_loop()
+    async with grpc.aio.insecure_channel(target, options=ISOLATED) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)
-        streams_stub = agent_pb2_grpc.AgentServiceStub(streams_channel)
-        stopping = asyncio.get_running_loop().call_later(stop_after_s, server.process.send_signal, signal.SIGTERM)
+        stopping = loop.call_later(stop_after_s, server.process.send_signal, signal.SIGTERM)
 
         async def unary() -> None:
             while True:
@@ -337,14 +366,9 @@ async def load_until_stopped(target: str, stop_after_s: float, server: Server) -
                     return
 
         async def stream() -> None:
-            call = streams_stub.StreamActions(timeout=20)
-            try:
-                while True:
-                    await call.write(ONE_STACK)
-                    await call.read()
-                    codes["stream OK"] += 1
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-                codes[f"stream {(await call.code()).name}"] += 1
+            answered, ended = await loop.run_in_executor(None, stream_until_stopped, target)
+            codes["stream OK"] += answered
+            codes[f"stream ended {ended}"] += 1
 
         await asyncio.wait_for(asyncio.gather(*(unary() for _ in range(CALLERS)), *(stream() for _ in range(16))),
                                timeout=60)
