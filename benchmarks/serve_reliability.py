@@ -155,18 +155,21 @@ from breakout.v1 import agent_pb2, agent_pb2_grpc
 target, connections, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 request = agent_pb2.GetActionRequest(frames=bytes(84 * 84 * 4))
 
+async def first(call):
+    try:
+        await call.write(request); await call.read(); return True
+    except Exception:
+        return False
+
 async def main():
     channels = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(connections)]
-    calls = [agent_pb2_grpc.AgentServiceStub(c).StreamActions() for c in channels for _ in range(per)]
-    async def first(call):
-        try:
-            await call.write(request); await call.read(); return True
-        except Exception:
-            return False
     opened = 0
-    for start in range(0, len(calls), per):  # a connection at a time: its first requests within --max-in-flight
-        opened += sum(await asyncio.gather(*(first(call) for call in calls[start:start + per])))
+    for channel in channels:  # a connection at a time, its streams opened just before their first request
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        for start in range(0, per, 50):  # within a connection's --client-share of requests in flight
+            calls = [stub.StreamActions() for _ in range(min(50, per - start))]
+            opened += sum(await asyncio.gather(*(first(call) for call in calls)))
     print(f"open {opened}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 asyncio.run(main())
