@@ -205,9 +205,11 @@ class Credentials:
         with self._lock:
             self._pending = loaded
 
-    def identify(self, metadata: Sequence[tuple[str, str | bytes]] | None,
+    def identify(self, metadata: Callable[[], Sequence[tuple[str, str | bytes]] | None],
                  auth_context: Callable[[], dict[str, list[bytes]]], exempt: bool) -> str | None:
-        """The caller's name (None: anonymous); ``Refused`` when it must authenticate and does not."""
+        """The caller's name (None: anonymous); ``Refused`` when it must authenticate and does not.
+
+        ``metadata`` and ``auth_context`` are the call's (functions: read only when needed)."""
         subject = None
         if self.mutual:
             values = auth_context().get("x509_subject") or [b""]
@@ -217,7 +219,7 @@ class Credentials:
                               "this client certificate's subject is not allowed on this server")
         name = None
         if self.tokens is not None and not exempt:
-            authenticated, name = self.tokens.identify(metadata)
+            authenticated, name = self.tokens.identify(metadata())
             if not authenticated:
                 raise Refused(grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", UNAUTHENTICATED)
         return name or subject

@@ -97,13 +97,23 @@ class Gate(grpc.aio.ServerInterceptor):
         self.access = access
         self.idle_timeout_s = idle_timeout_s
         self.watches = watches  # shared with the servicer, which ends the idle ones when it drains
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}  # method -> (its, ours)
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
                                 details: grpc.HandlerCallDetails) -> Any:
         handler = await continuation(details)
         if handler is None:
             return None
-        method, rule = details.method, RULES.get(details.method, UNARY)
+        known = self._wrapped.get(details.method)
+        if known is not None and known[0] is handler:  # the same handler as last time: wrap it once
+            return known[1]
+        wrapped = self._wrap(details.method, handler)
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` behind the gate: its request read as bytes, after the call is identified and admitted."""
+        rule = RULES.get(method, UNARY)
         if handler.request_streaming or handler.response_streaming:
             async def stream(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
                 await self._stream(method, rule, handler, requests, context)
@@ -119,7 +129,7 @@ class Gate(grpc.aio.ServerInterceptor):
         """Identify and admit the call (``call.refusal`` set if not), before any message is read."""
         call = _Call(method.rsplit("/", 1)[-1], context.peer(), time.perf_counter())
         try:
-            name = self.credentials.identify(context.invocation_metadata(), context.auth_context, rule.exempt)
+            name = self.credentials.identify(context.invocation_metadata, context.auth_context, rule.exempt)
             call.caller = self.admission.caller(method, call.peer, name, session=rule.session, watch=rule.watch)
             if rule.admit:
                 self.admission.open(call.caller)

@@ -44,6 +44,7 @@ class ServingMetrics:
                                        ["client"], registry=registry)
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}  # labelled series, looked up once
 
     def watch(self, in_flight: Callable[[], float], open_streams: Callable[[], float]) -> None:
         """Read the two gauges from these functions at each scrape."""
@@ -51,9 +52,15 @@ class ServingMetrics:
         self.open_streams.set_function(open_streams)
 
     def finished(self, method: str, code: str, client: str, seconds: float) -> None:
-        self.requests.labels(method, code).inc()
-        self.client_requests.labels(client).inc()
-        self.duration.labels(method).observe(seconds)
+        key = (method, code, client)
+        children = self._children.get(key)
+        if children is None:  # labels() validates and locks each time: keep the series it returns
+            children = (self.requests.labels(method, code), self.client_requests.labels(client),
+                        self.duration.labels(method))
+            self._children[key] = children
+        children[0].inc()
+        children[1].inc()
+        children[2].observe(seconds)
 
     def refused(self, reason: str) -> None:
         self.refusals.labels(reason).inc()
