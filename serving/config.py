@@ -39,7 +39,9 @@ KEEPALIVE_TIME_S = 30.0  # both sides ping a quiet connection this often (server
 KEEPALIVE_TIMEOUT_S = 10.0  # ...and close it if the ping is not answered in time: a vanished peer goes within 40 s
 MIN_PING_INTERVAL_S = 10.0  # enforcement: a client that pings more often than this (without data) gets strikes,
 MAX_PING_STRIKES = 2  # and past this many strikes a GOAWAY (too_many_pings). KEEPALIVE_TIME_S must stay above it
-STREAM_WINDOW_BYTES = 64 * 1024  # HTTP/2 bytes a stream may send ahead of the server reading them (Envoy's edge value)
+# HTTP/2 bytes a stream may send ahead of the server reading them: one 2-screen PlayGame frame (201,600 bytes)
+# arrives without waiting for a window update (docs/guides/serving.md, "Memory per connection").
+STREAM_WINDOW_BYTES = 256 * 1024
 WATCHES_PER_CONNECTION = 4  # health Watch streams one connection may hold (a round_robin channel needs one)
 CLIENT_KEYS = ("connection", "address")  # what one anonymous client is: its connection, or its IP address (/64)
 MEMORY_LIMIT_SHARE = 0.8  # the default memory ceiling: this part of the container's limit (else of the machine's RAM)

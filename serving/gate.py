@@ -1,8 +1,9 @@
 """The gate every call passes: identity, authentication and admission before its message is read.
 
-``Gate`` is a grpc.aio interceptor. It runs when a call's headers arrive and wraps the method's
-handler in one that takes the request as raw bytes: so it can refuse (no token, a subject not
-allowed, past a budget, past the memory ceiling) without receiving or parsing the message at all,
+``GatedServer`` registers every service's method handlers wrapped by ``Gate.wrap`` (no per-call
+interceptor: the wrapping is done once). The wrapper runs when a call's headers arrive and takes
+the request as raw bytes: so it can refuse (no token, a subject not allowed, past a budget, past
+the memory ceiling) without receiving or parsing the message at all,
 and decode the message itself, answering INVALID_ARGUMENT in one short line when it is not a
 valid protobuf. It then counts the call (``admission.py``), ends streams idle past
 ``--stream-idle-timeout`` (``limits.StreamWatch``; a unary call waiting for its request too),
@@ -20,7 +21,7 @@ import dataclasses
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -86,7 +87,7 @@ def decode(handler: grpc.RpcMethodHandler, raw: bytes, where: str = "") -> Any:
                       f"{where}not a valid {_type_name(handler)} message ({len(raw)} bytes)") from None
 
 
-class Gate(grpc.aio.ServerInterceptor):
+class Gate:
     """Wraps every method's handler (module docstring); one per server."""
 
     def __init__(self, admission: Admission, credentials: Credentials, metrics: ServingMetrics,
@@ -99,19 +100,16 @@ class Gate(grpc.aio.ServerInterceptor):
         self.watches = watches  # shared with the servicer, which ends the idle ones when it drains
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}  # method -> (its, ours)
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-                                details: grpc.HandlerCallDetails) -> Any:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        known = self._wrapped.get(details.method)
-        if known is not None and known[0] is handler:  # the same handler as last time: wrap it once
+    def wrapped(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` behind the gate, wrapped once per method (a generic handler returns the same one each time)."""
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
             return known[1]
-        wrapped = self._wrap(details.method, handler)
-        self._wrapped[details.method] = (handler, wrapped)
+        wrapped = self.wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
         return wrapped
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """``handler`` behind the gate: its request read as bytes, after the call is identified and admitted."""
         rule = RULES.get(method, UNARY)
         if handler.request_streaming or handler.response_streaming:
@@ -223,6 +221,32 @@ class Gate(grpc.aio.ServerInterceptor):
         self.metrics.finished(call.method, code.name, label, seconds)
         self.access.record(peer=call.peer, client=label, method=call.method, code=code.name, seconds=seconds,
                            reason=reason)
+
+
+class _GatedGeneric(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler, gate: Gate):
+        self.inner = inner
+        self.gate = gate
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self.inner.service(details)
+        return None if handler is None else self.gate.wrapped(details.method, handler)
+
+
+class GatedServer:
+    """What the generated ``add_*Servicer_to_server`` functions register on: a grpc.aio server whose every
+    method handler goes through ``gate``."""
+
+    def __init__(self, server: grpc.aio.Server, gate: Gate):
+        self.server = server
+        self.gate = gate
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.server.add_registered_method_handlers(
+            service, {name: self.gate.wrapped(f"/{service}/{name}", handler) for name, handler in handlers.items()})
+
+    def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
+        self.server.add_generic_rpc_handlers(tuple(_GatedGeneric(handler, self.gate) for handler in handlers))
 
 
 async def _first(requests: AsyncIterator[bytes]) -> bytes:

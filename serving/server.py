@@ -24,7 +24,7 @@ from collections.abc import Callable
 import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from breakout.v1 import agent_pb2_grpc
 from breakout_dqn import contract
@@ -44,7 +44,7 @@ from breakout_dqn.serving.config import (
     default_model_path,
 )
 from breakout_dqn.serving.credentials import Credentials, check_tls_settings, read_server_token, read_tokens_file
-from breakout_dqn.serving.gate import Gate
+from breakout_dqn.serving.gate import Gate, GatedServer
 from breakout_dqn.serving.healthcheck import SERVICE_NAME
 from breakout_dqn.serving.memory import MIB, MemoryGuard, default_ceiling_bytes, release_free_memory
 from breakout_dqn.serving.metrics import ServingMetrics
@@ -62,7 +62,7 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.so_reuseport", 0),
         # Flow control: a stream may send STREAM_WINDOW_BYTES ahead of what the server has read (more only for
         # the message being read), and BDP probing, which grows windows to megabytes per stream, is off: a
-        # client that sends and never reads cannot make the server buffer without bound (docs: "Memory").
+        # client that sends and never reads cannot make the server buffer without bound (docs/guides/serving.md).
         ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES),
         ("grpc.http2.bdp_probe", 0),
         ("grpc.max_concurrent_streams", config.max_streams_per_connection),
@@ -135,11 +135,13 @@ class AgentServer:
         """
         config = self.config
         throttle_logs()
-        server = grpc.aio.server(options=grpc_options(config), interceptors=[self.gate])
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(self.servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        server = grpc.aio.server(options=grpc_options(config))
+        gated = GatedServer(server, self.gate)  # every service's handlers behind the gate
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(self.servicer, gated)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, gated)
         if config.reflection:
-            reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+            names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(names), gated)
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         host = f"[{config.host}]" if ":" in config.host and not config.host.startswith("[") else config.host

@@ -116,7 +116,7 @@ def test_a_server_started_without_flags_bounds_what_a_connection_may_hold() -> N
     """HTTP/2 windows stay small (BDP probing off), 100 streams a connection, vanished peers go, connections age."""
     server_options = dict(grpc_options(ServerConfig()))
     assert server_options["grpc.http2.bdp_probe"] == 0
-    assert server_options["grpc.http2.lookahead_bytes"] == 64 * 1024
+    assert server_options["grpc.http2.lookahead_bytes"] == 256 * 1024
     assert server_options["grpc.max_concurrent_streams"] == 100
     assert server_options["grpc.max_receive_message_length"] == 64 * contract.STACK_BYTES + 1024
     assert server_options["grpc.keepalive_time_ms"] == 30_000
