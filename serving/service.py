@@ -165,8 +165,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def GetAction(self, request: agent_pb2.GetActionRequest, context: grpc.aio.ServicerContext) -> Any:
         caller = self._caller(context)
         try:
-            with self._working(caller, _stacks_in(request)):
+            self._take_work(caller, _stacks_in(request))
+            try:
                 return await self._answer(self._get_action(request, context))
+            finally:
+                self.admission.give_back_work(caller)
         except _EndCall as end:
             await context.abort(end.code, end.details)
 
@@ -200,8 +203,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         try:
             index = 0
             async for request in request_iterator:
-                with self._working(caller, stacks_of(request), f"message {index} of the stream: "):
+                self._take_work(caller, stacks_of(request), f"message {index} of the stream: ")
+                try:
                     response = await answer(request, index)
+                finally:
+                    self.admission.give_back_work(caller)
                 yield response
                 index += 1
                 if self.draining:
@@ -209,18 +215,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         except _EndCall as end:
             _finish(context, end)
 
-    @contextlib.contextmanager
-    def _working(self, caller: Caller, stacks: int, where: str = "") -> Any:
-        """A work slot for one request, or ``_EndCall`` RESOURCE_EXHAUSTED (the refusal's reason kept on the caller)."""
+    def _take_work(self, caller: Caller, stacks: int, where: str = "") -> None:
+        """A work slot for one request (give it back with ``admission.give_back_work``), or ``_EndCall``
+        RESOURCE_EXHAUSTED, the refusal's reason kept on the caller for the metrics."""
         try:
             self.admission.take_work(caller, stacks)
         except Refused as refusal:
             caller.reason = refusal.reason
             raise _EndCall(refusal.code, where + refusal.message) from None
-        try:
-            yield
-        finally:
-            self.admission.give_back_work(caller)
 
     async def _answer(self, work: Awaitable[Any], where: str = "") -> Any:
         """``work``'s response, or ``_EndCall`` with the status ``_status_for`` gives the failure."""
