@@ -164,7 +164,7 @@ class Gate:
                 raise
             await context.abort(*ended)
         except Exception as error:
-            if type(error).__name__ == "AbortError":  # the servicer's own context.abort
+            if isinstance(error, grpc.aio.AbortError):  # the servicer's own context.abort
                 raise
             log.exception("%s failed", call.method)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
