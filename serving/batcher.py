@@ -86,7 +86,8 @@ class Batcher:
     A request larger than ``max_batch`` runs alone. ``max_queue_stacks`` bounds the stacks
     waiting (``QueueFull`` past it). ``inline_gap_s=None`` turns the event-loop fast path off.
     ``prepare`` builds the stacks of ``submit_job`` jobs; ``on_pass`` is told of each forward pass
-    (the metrics). ``expected_wait_s`` estimates how long a new request would wait (load shedding).
+    (the metrics); ``others_in_flight`` keeps the fast path to a lone caller. ``expected_wait_s``
+    estimates how long a new request would wait (load shedding).
     Create and use it on one event loop.
     """
 
@@ -100,6 +101,7 @@ class Batcher:
         prepare: PrepareFn | None = None,
         max_queue_stacks: int = 8192,
         on_pass: PassFn | None = None,
+        others_in_flight: Callable[[], bool] | None = None,
     ):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -112,6 +114,9 @@ class Batcher:
         self.max_queue_stacks = max_queue_stacks
         self.inline_gap_s = inline_gap_s
         self.on_pass = on_pass
+        # Whether other requests are being answered (the server's admission count): a request that is not
+        # alone never takes the fast path, so a loaded server batches even while its requests trickle in.
+        self.others_in_flight = others_in_flight
         self.stats = BatchStats()
         self.seconds_per_stack = 0.0  # running mean of a pass's seconds per stack (batched passes)
         self._running_stacks = 0  # in the pass being computed
@@ -202,6 +207,7 @@ class Batcher:
             and self._queue.empty()
             and stacks <= INLINE_MAX_STACKS
             and loop.time() - self._last_done >= self.inline_gap_s
+            and not (self.others_in_flight is not None and self.others_in_flight())
         )
 
     def _forward_inline(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> np.ndarray:

@@ -129,6 +129,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             max_queue_stacks=config.max_in_flight * config.max_stacks_per_request,
             inline_gap_s=config.inline_gap_s,
             on_pass=self.metrics.forward_pass if self.metrics is not None else None,
+            others_in_flight=lambda: self.admission.in_flight > 1,
         )
         self.admission.expected_wait_s = self.batcher.expected_wait_s
         self.batcher.start()
