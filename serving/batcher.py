@@ -34,8 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from breakout_dqn.serving.config import INLINE_GAP_MS, MAX_BATCH, MAX_DELAY_MS
-
 INLINE_MAX_STACKS = 4
 """Largest request the fast path runs on the event loop (~1 ms of the loop at ~0.25 ms a stack)."""
 
@@ -43,6 +41,9 @@ InferFn = Callable[[np.ndarray], np.ndarray]
 """uint8 ``[N,84,84,4]`` -> float32 Q-values ``[N,4]``."""
 PrepareFn = Callable[[list[Any]], np.ndarray]
 """Jobs -> their uint8 stacks ``[len(jobs),84,84,4]`` (one each), in order."""
+PassFn = Callable[[int, list[float]], None]
+"""Told of each forward pass: its stacks, and the seconds each of its requests waited for it."""
+SECONDS_PER_STACK_SMOOTHING = 0.2  # weight of the newest pass in the running per-stack time
 
 
 class BatcherClosed(RuntimeError):
@@ -76,6 +77,7 @@ class _Pending:
     stacks: int
     future: asyncio.Future[np.ndarray]
     deadline: float | None  # loop.time() seconds
+    queued_at: float = 0.0  # loop.time() when it was queued
 
 
 class Batcher:
@@ -83,18 +85,23 @@ class Batcher:
 
     A request larger than ``max_batch`` runs alone. ``max_queue_stacks`` bounds the stacks
     waiting (``QueueFull`` past it). ``inline_gap_s=None`` turns the event-loop fast path off.
-    ``prepare`` builds the stacks of ``submit_job`` jobs. Create and use it on one event loop.
+    ``prepare`` builds the stacks of ``submit_job`` jobs; ``on_pass`` is told of each forward pass
+    (the metrics); ``others_in_flight`` keeps the fast path to a lone caller. ``expected_wait_s``
+    estimates how long a new request would wait (load shedding).
+    Create and use it on one event loop.
     """
 
     def __init__(
         self,
         infer: InferFn,
         *,
+        max_batch: int,
+        max_delay_s: float,
+        inline_gap_s: float | None,
         prepare: PrepareFn | None = None,
-        max_batch: int = MAX_BATCH,
-        max_delay_s: float = MAX_DELAY_MS / 1000,
         max_queue_stacks: int = 8192,
-        inline_gap_s: float | None = INLINE_GAP_MS / 1000,
+        on_pass: PassFn | None = None,
+        others_in_flight: Callable[[], bool] | None = None,
     ):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -106,7 +113,13 @@ class Batcher:
         self.max_delay_s = max_delay_s
         self.max_queue_stacks = max_queue_stacks
         self.inline_gap_s = inline_gap_s
+        self.on_pass = on_pass
+        # Whether other requests are being answered (the server's admission count): a request that is not
+        # alone never takes the fast path, so a loaded server batches even while its requests trickle in.
+        self.others_in_flight = others_in_flight
         self.stats = BatchStats()
+        self.seconds_per_stack = 0.0  # running mean of a pass's seconds per stack (batched passes)
+        self._running_stacks = 0  # in the pass being computed
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._queued_stacks = 0
         self._closed = False
@@ -158,7 +171,7 @@ class Batcher:
                 self._candidates -= 1
             if not self._candidates and self._may_run_inline(stacks, loop):
                 return self._forward_inline(_Pending(frames, job, stacks, loop.create_future(), deadline), loop)
-        pending = _Pending(frames, job, stacks, loop.create_future(), deadline)
+        pending = _Pending(frames, job, stacks, loop.create_future(), deadline, loop.time())
         self._queued_stacks += stacks
         self._queue.put_nowait(pending)
         self._arrived.set()
@@ -180,6 +193,13 @@ class Batcher:
             if stopping:
                 return
 
+    def expected_wait_s(self, stacks: int) -> float:
+        """Seconds a request of ``stacks`` stacks queued now would wait for its pass: the stacks ahead of it
+        times the running per-stack time (0 when the batcher is idle)."""
+        if not self._busy and self._queue.empty():
+            return 0.0
+        return (self._queued_stacks + self._running_stacks) * self.seconds_per_stack
+
     def _may_run_inline(self, stacks: int, loop: asyncio.AbstractEventLoop) -> bool:
         return (
             self.inline_gap_s is not None
@@ -187,6 +207,7 @@ class Batcher:
             and self._queue.empty()
             and stacks <= INLINE_MAX_STACKS
             and loop.time() - self._last_done >= self.inline_gap_s
+            and not (self.others_in_flight is not None and self.others_in_flight())
         )
 
     def _forward_inline(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> np.ndarray:
@@ -198,6 +219,8 @@ class Batcher:
         self._last_batch_stacks = pending.stacks
         self.stats.inline += 1
         self._count(1, pending.stacks)
+        if self.on_pass is not None:
+            self.on_pass(pending.stacks, [0.0])
         return q_values
 
     def _compute(self, batch: list[_Pending]) -> np.ndarray:
@@ -215,6 +238,15 @@ class Batcher:
             else:
                 pieces.append(pending.frames)
         return self.infer(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
+
+    def _timed(self, stacks: int, seconds: float, waits_s: list[float]) -> None:
+        """Count a worker pass, fold its time into ``seconds_per_stack``, tell ``on_pass``."""
+        self._count(len(waits_s), stacks)
+        per_stack = seconds / stacks
+        smoothing = SECONDS_PER_STACK_SMOOTHING if self.seconds_per_stack else 1.0
+        self.seconds_per_stack += smoothing * (per_stack - self.seconds_per_stack)
+        if self.on_pass is not None:
+            self.on_pass(stacks, waits_s)
 
     def _count(self, requests: int, stacks: int) -> None:
         self.stats.batches += 1
@@ -276,6 +308,8 @@ class Batcher:
                 live.append(pending)
         if not live:
             return
+        stacks = sum(pending.stacks for pending in live)
+        self._running_stacks = stacks
         try:
             q_values = await loop.run_in_executor(self._executor, self._compute, live)
         except Exception as error:  # one bad batch must not kill the worker
@@ -283,7 +317,9 @@ class Batcher:
                 if not pending.future.done():
                     pending.future.set_exception(error)
             return
-        self._count(len(live), len(q_values))
+        finally:
+            self._running_stacks = 0
+        self._timed(stacks, loop.time() - now, [now - pending.queued_at for pending in live])
         start = 0
         for pending in live:
             end = start + pending.stacks

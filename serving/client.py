@@ -145,6 +145,7 @@ class AgentClient(_ActionCalls):
     ):
         self.target = target
         self.timeout = timeout
+        self.max_message_bytes = max_message_bytes
         security = security or ClientSecurity()
         self.channel = security.channel(target, channel_options(max_message_bytes, lb_policy))
         self._metadata = security.metadata

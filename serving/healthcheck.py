@@ -1,8 +1,9 @@
-"""``python -m breakout_dqn.serving.healthcheck --target HOST:PORT``: exit 0 iff the server reports SERVING.
+"""``python -m breakout_dqn.serving.healthcheck --server HOST:PORT``: exit 0 iff the server reports SERVING.
 
 A container HEALTHCHECK / readiness probe over grpc.health.v1 (imports grpc and the generated
 descriptor only, no numpy or onnxruntime, so it is cheap to run every few seconds). Exit 1 with
 the status or the error on one line otherwise; exit 2 for unusable TLS or token settings.
+``--target`` is the old spelling of ``--server``, still accepted.
 
 Against a server with TLS, pass ``--tls-ca`` (and ``--tls-server-name`` when the certificate does
 not name 127.0.0.1; ``--tls-cert/--tls-key`` under mutual TLS). The health service needs no token.
@@ -18,6 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from breakout.v1 import agent_pb2
+from breakout_dqn.errors import ExitCode
 from breakout_dqn.serving.config import DEFAULT_HOST, DEFAULT_PORT, PORT_ENV, PROBE_TIMEOUT_S, default_port
 from breakout_dqn.serving.security import (
     ClientSecurity,
@@ -47,28 +49,34 @@ def check(target: str, service: str = SERVICE_NAME, timeout: float = PROBE_TIMEO
     return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m breakout_dqn.serving.healthcheck",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", default=default_target(),
+    parser.add_argument("--server", default=default_target(),
                         help=f"HOST:PORT (default: ${TARGET_ENV}, else {DEFAULT_HOST}:${PORT_ENV}, else "
                         f"{DEFAULT_HOST}:{DEFAULT_PORT}; now %(default)s)")
-    parser.add_argument("--service", default=SERVICE_NAME, help="'' for the whole server (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=PROBE_TIMEOUT_S, help="seconds (default %(default)s)")
+    parser.add_argument("--target", dest="server", help=argparse.SUPPRESS)  # the old spelling
+    parser.add_argument("--service", default=SERVICE_NAME, help="'' for the whole server (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=PROBE_TIMEOUT_S, help="seconds (default: %(default)s)")
     add_client_flags(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         security = client_security_from_args(args)
     except SecurityConfigError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 2
+        return int(error.exit_code)
     try:
-        status = check(args.target, args.service, args.timeout, security)
+        status = check(args.server, args.service, args.timeout, security)
     except grpc.RpcError as error:
-        print(f"{args.target}: {error.code().name}: {error.details()}")
-        return 1
-    print(f"{args.target}: {status}")
-    return 0 if status == "SERVING" else 1
+        print(f"{args.server}: {error.code().name}: {error.details()}")
+        return int(ExitCode.FAILURE)
+    print(f"{args.server}: {status}")
+    return int(ExitCode.OK if status == "SERVING" else ExitCode.FAILURE)
 
 
 if __name__ == "__main__":

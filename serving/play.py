@@ -14,6 +14,7 @@ the emulator renders, and the server builds the stacks and presses FIRE (``servi
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ import grpc
 import numpy as np
 
 from breakout_dqn import atari, contract
+from breakout_dqn.errors import ExitCode
+from breakout_dqn.files import atomic_write_text
 from breakout_dqn.paths import output_path_error
 from breakout_dqn.serving.client import ActionStream, AgentClient
 from breakout_dqn.serving.config import (
@@ -82,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed for the no-op starts")
     parser.add_argument("--max-frames", type=int, default=atari.NATURE_MAX_FRAMES, help="frame cap per game")
     parser.add_argument("--video", type=Path, default=None, help="record the first game (.mp4 or .gif)")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help="also write the games' scores and the calls' latencies here as JSON")
     rpc = parser.add_mutually_exclusive_group()
     rpc.add_argument("--stream", action="store_true",
                      help="ask for actions on one StreamActions stream instead of a GetAction call per step")
@@ -116,32 +121,67 @@ def play_games_through(client: AgentClient, args: argparse.Namespace,
     return results, agent.latencies
 
 
+def argument_error(args: argparse.Namespace) -> str | None:
+    """The first argument that cannot work, as one line; None if all can."""
+    if args.episodes < 1 or args.num_envs < 1:
+        return "--episodes and --num-envs must be >= 1"
+    if args.video is not None:
+        problem = output_path_error("--video", args.video, atari.VIDEO_SUFFIXES)
+        if problem:
+            return problem
+    if args.json is not None:
+        return output_path_error("--json", args.json, (".json",))
+    return None
+
+
+def connect(client: AgentClient, args: argparse.Namespace) -> int | None:
+    """Wait for the server and check its model's contract; an exit code on failure, None when ready."""
+    try:
+        client.wait_until_serving(args.wait)
+        info = client.model_info()
+        check_model_info(info)
+    except (TimeoutError, grpc.RpcError, ValueError) as error:
+        detail = f"{error.code().name}: {error.details()}" if isinstance(error, grpc.RpcError) else str(error)
+        print(f"{PROG}: error: {args.server}: {detail}", file=sys.stderr)
+        return int(ExitCode.USAGE if isinstance(error, ValueError) else ExitCode.FAILURE)
+    fire = "the server presses" if args.raw else "this client presses"
+    print(f"server {args.server}: model {info.model_version}, actions {','.join(info.action_meanings)}, "
+          f"serve policy {info.serve_policy} ({fire} FIRE at reset and after every lost life)", flush=True)
+    return None
+
+
+def report(args: argparse.Namespace, method: str, results: list[atari.GameResult], latencies: list[float]) -> None:
+    """Print the games' summary and the calls' latencies (and write them to ``--json``)."""
+    summary = atari.summarize(results)
+    latencies_ms = np.asarray(latencies) * 1e3
+    p50, p99 = (float(np.percentile(latencies_ms, q)) if len(latencies_ms) else 0.0 for q in (50, 99))
+    rpc = {"PlayGame": "PlayGame frames", "StreamActions": "StreamActions requests"}.get(method, "GetAction calls")
+    print(f"{summary['episodes']} games: mean score {summary['mean']:.1f} (min {summary['min']:.0f}, "
+          f"max {summary['max']:.0f}); {len(latencies_ms)} {rpc}, p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    if args.video is not None:
+        print(f"video: {args.video}")
+    if args.json is not None:
+        record = {"server": args.server, "method": method, **summary,
+                  "calls": len(latencies_ms), "latency_p50_ms": p50, "latency_p99_ms": p99}
+        atomic_write_text(args.json, json.dumps(record, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.episodes < 1 or args.num_envs < 1:
-        print(f"{PROG}: error: --episodes and --num-envs must be >= 1", file=sys.stderr)
-        return 2
-    problem = args.video and output_path_error("--video", args.video, atari.VIDEO_SUFFIXES)
+    problem = argument_error(args)
     if problem:
         print(f"{PROG}: error: {problem}", file=sys.stderr)
-        return 2
+        return int(ExitCode.USAGE)
     try:
         security = client_security_from_args(args)
     except SecurityConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+        return int(error.exit_code)
+    method = "PlayGame" if args.raw else "StreamActions" if args.stream else "GetAction"
     with AgentClient(args.server, timeout=args.timeout, lb_policy=args.lb, security=security) as client:
-        try:
-            client.wait_until_serving(args.wait)
-            info = client.model_info()
-            check_model_info(info)
-        except (TimeoutError, grpc.RpcError, ValueError) as error:
-            detail = f"{error.code().name}: {error.details()}" if isinstance(error, grpc.RpcError) else str(error)
-            print(f"{PROG}: error: {args.server}: {detail}", file=sys.stderr)
-            return 1 if not isinstance(error, ValueError) else 2
-        fire = "the server presses" if args.raw else "this client presses"
-        print(f"server {args.server}: model {info.model_version}, actions {','.join(info.action_meanings)}, "
-              f"serve policy {info.serve_policy} ({fire} FIRE at reset and after every lost life)", flush=True)
+        failed = connect(client, args)
+        if failed is not None:
+            return failed
         count = 0
 
         def on_game(result: atari.GameResult) -> None:
@@ -151,22 +191,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"game {count}: score {result.score:.0f} in {result.steps} steps, {result.frames} frames{note}",
                   flush=True)
 
-        method = "PlayGame" if args.raw else "StreamActions" if args.stream else "GetAction"
         try:
             results, latencies = play_games_through(client, args, on_game)
         except (grpc.RpcError, RuntimeError) as error:
             detail = f"{error.code().name}: {error.details()}" if isinstance(error, grpc.RpcError) else str(error)
             print(f"{PROG}: error: {method} failed: {detail}", file=sys.stderr)
-            return 1
-    summary = atari.summarize(results)
-    latencies_ms = np.asarray(latencies) * 1e3
-    rpc = {"PlayGame": "PlayGame frames", "StreamActions": "StreamActions requests"}.get(method, "GetAction calls")
-    print(f"{summary['episodes']} games: mean score {summary['mean']:.1f} (min {summary['min']:.0f}, "
-          f"max {summary['max']:.0f}); {len(latencies_ms)} {rpc}, "
-          f"p50 {np.percentile(latencies_ms, 50):.2f} ms, p99 {np.percentile(latencies_ms, 99):.2f} ms")
-    if args.video is not None:
-        print(f"video: {args.video}")
-    return 0
+            return int(ExitCode.FAILURE)
+    report(args, method, results, latencies)
+    return int(ExitCode.OK)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,9 @@
 """TLS and token authentication, for the server and its clients (both off by default).
 
-Server: ``server_credentials`` (TLS, or mutual TLS with a client CA) and ``TokenAuth``, an
-interceptor that answers UNAUTHENTICATED unless a call carries ``authorization: Bearer <token>``;
-the health service is exempt, so probes (Docker's HEALTHCHECK, the kubelet, a client's own health
-checks under ``round_robin``) need no token. Clients: ``ClientSecurity`` (trusted CA, client
-certificate, server name, token) and the flags ``play`` and the health probe share.
+What the server and its clients share: reading and checking PEM files and tokens. The server's own
+side (reloadable TLS credentials, the tokens file, identities) is ``serving/credentials.py``. Clients:
+``ClientSecurity`` (trusted CA, client certificate, server name, token) and the flags ``play`` and
+the health probe share.
 
 Every file is read and checked when the process starts; a bad one is a ``SecurityConfigError`` with
 a one-line message (``serve``, ``play`` and the probe print it and exit 2). A token is never
@@ -16,20 +15,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hmac
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from breakout_dqn.serving.config import AUTH_EXEMPT_SERVICES, AUTH_METADATA_KEY, AUTH_TOKEN_ENV
+from breakout_dqn.errors import UsageError
+from breakout_dqn.serving.config import AUTH_METADATA_KEY, AUTH_TOKEN_ENV
 
 
-class SecurityConfigError(ValueError):
-    """A TLS or token setting that cannot work (one line, names the flag and the file)."""
+class SecurityConfigError(UsageError, ValueError):
+    """A TLS or token setting that cannot work (one line, names the flag and the file); exit 2."""
 
 
 def read_file(flag: str, path: Path) -> bytes:
@@ -53,17 +52,32 @@ def read_pem(flag: str, path: Path, kind: str) -> bytes:
     return data
 
 
-def read_token(token_file: Path | None, flag: str = "--auth-token-file") -> str | None:
-    """The token from ``token_file``, else from ``$BREAKOUT_DQN_AUTH_TOKEN``, else None (no authentication)."""
+def read_token(token_file: Path | None, flag: str = "--auth-token-file", min_chars: int = 1) -> str | None:
+    """The token from ``token_file``, else from ``$BREAKOUT_DQN_AUTH_TOKEN``, else None (no authentication).
+
+    Fails closed: a variable that is set but blank, or a token shorter than ``min_chars``, is an error,
+    never "no token".
+    """
     if token_file is not None:
         token, source = read_file(flag, token_file).decode("utf-8", "replace").strip(), f"{flag} {token_file}"
-    elif os.environ.get(AUTH_TOKEN_ENV, "").strip():
+    elif AUTH_TOKEN_ENV in os.environ:
         token, source = os.environ[AUTH_TOKEN_ENV].strip(), f"${AUTH_TOKEN_ENV}"
+        if not token:
+            raise SecurityConfigError(f"${AUTH_TOKEN_ENV} is set but blank: set a token, or unset it to run "
+                                      "without one")
     else:
         return None
+    check_token(token, source, min_chars)
+    return token
+
+
+def check_token(token: str, source: str, min_chars: int = 1) -> None:
+    """``SecurityConfigError`` unless ``token`` can travel as a metadata value and has ``min_chars`` characters."""
     if not (token.isascii() and token.isprintable()) or " " in token:
         raise SecurityConfigError(f"the token in {source} must be printable ASCII without spaces (a metadata value)")
-    return token
+    if len(token) < min_chars:
+        raise SecurityConfigError(f"the token in {source} has {len(token)} characters; a server takes at least "
+                                  f"{min_chars} (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
 
 
 def _check_pem(flag: str, load: Callable[[ssl.SSLContext], None]) -> None:
@@ -78,7 +92,7 @@ def _check_pem(flag: str, load: Callable[[ssl.SSLContext], None]) -> None:
         raise SecurityConfigError(f"{flag}: {error}") from None
 
 
-def _load_pair(flag: str, cert: Path, key: Path) -> tuple[bytes, bytes]:
+def load_pair(flag: str, cert: Path, key: Path) -> tuple[bytes, bytes]:
     """A certificate chain and its private key, checked to belong together."""
     chain = read_pem(f"{flag}-cert", cert, "certificate")
     private_key = read_pem(f"{flag}-key", key, "private key")
@@ -86,72 +100,10 @@ def _load_pair(flag: str, cert: Path, key: Path) -> tuple[bytes, bytes]:
     return chain, private_key
 
 
-def _load_ca(flag: str, path: Path) -> bytes:
+def load_ca(flag: str, path: Path) -> bytes:
     roots = read_pem(flag, path, "certificate")
     _check_pem(flag, lambda context: context.load_verify_locations(cafile=path))
     return roots
-
-
-def server_credentials(cert: Path | None, key: Path | None, client_ca: Path | None) -> grpc.ServerCredentials | None:
-    """TLS credentials for ``serve --tls-cert --tls-key [--tls-client-ca]``; None for plaintext."""
-    if cert is None and key is None:
-        if client_ca is not None:
-            raise SecurityConfigError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS runs over TLS)")
-        return None
-    if cert is None or key is None:
-        given, missing = ("--tls-key", "--tls-cert") if cert is None else ("--tls-cert", "--tls-key")
-        raise SecurityConfigError(f"{given} needs {missing}: TLS takes a certificate chain and its private key")
-    chain, private_key = _load_pair("--tls", cert, key)
-    roots = None if client_ca is None else _load_ca("--tls-client-ca", client_ca)
-    return grpc.ssl_server_credentials([(private_key, chain)], root_certificates=roots,
-                                       require_client_auth=roots is not None)
-
-
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
-
-
-class TokenAuth(grpc.aio.ServerInterceptor):
-    """UNAUTHENTICATED for a call without ``authorization: Bearer <token>`` (the health service is exempt).
-
-    Checked once per call or stream, before its handler runs; compared in constant time.
-    """
-
-    def __init__(self, token: str):
-        self._expected = f"Bearer {token}".encode()
-        self._exempt = tuple(f"/{service}/" for service in AUTH_EXEMPT_SERVICES)
-
-    def allows(self, method: str, metadata: Any) -> bool:
-        if method.startswith(self._exempt):
-            return True
-        for key, value in metadata or ():
-            if key == AUTH_METADATA_KEY:
-                given = value if isinstance(value, bytes) else value.encode()
-                return hmac.compare_digest(given, self._expected)
-        return False
-
-    async def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails) -> Any:
-        handler = await continuation(details)
-        if handler is None or self.allows(details.method, details.invocation_metadata):
-            return handler
-        return _refusing(handler)
-
-
-async def _refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                        f"missing or wrong token: send metadata '{AUTH_METADATA_KEY}: Bearer <token>'")
-
-
-def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as ``handler`` that answers UNAUTHENTICATED."""
-    codecs = {"request_deserializer": handler.request_deserializer,
-              "response_serializer": handler.response_serializer}
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(_refuse, **codecs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(_refuse, **codecs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(_refuse, **codecs)
-    return grpc.stream_stream_rpc_method_handler(_refuse, **codecs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,9 +157,9 @@ def client_security_from_args(args: argparse.Namespace) -> ClientSecurity:
         given, missing = ("--tls-key", "--tls-cert") if args.tls_cert is None else ("--tls-cert", "--tls-key")
         raise SecurityConfigError(f"{given} needs {missing}: a client certificate comes with its private key")
     tls = bool(args.tls or args.tls_ca or args.tls_cert or args.tls_server_name)
-    ca = None if args.tls_ca is None else _load_ca("--tls-ca", args.tls_ca)
+    ca = None if args.tls_ca is None else load_ca("--tls-ca", args.tls_ca)
     cert = key = None
     if args.tls_cert is not None:
-        cert, key = _load_pair("--tls", args.tls_cert, args.tls_key)
+        cert, key = load_pair("--tls", args.tls_cert, args.tls_key)
     return ClientSecurity(tls=tls, ca=ca, cert=cert, key=key, server_name=args.tls_server_name,
                           token=read_token(args.auth_token_file))

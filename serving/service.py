@@ -3,21 +3,21 @@
 GetAction answers one request per call; StreamActions answers each request of a long-lived
 stream in order; PlayGame answers each GameFrame of a game session in order, its stacks built
 from raw screens by ``serving/game.py`` (the same batcher for all three, so they batch together).
-Admission (``_admit``): at most ``max_concurrent`` calls and open streams in all, and at most a
-share of them per client (``serving/limits.py``); a stream idle past ``stream_idle_timeout_s`` ends.
+Calls reach it through ``serving/gate.py``, which has identified and admitted them (and decoded
+their messages); here each request takes a work slot (``Admission.working``: the in-flight budget,
+the client's share, load shedding) for as long as it is being answered.
 
 Every failure becomes a gRPC status in one place, ``_status_for``:
 INVALID_ARGUMENT (malformed frames or screens), FAILED_PRECONDITION (a game frame before its session
-started), RESOURCE_EXHAUSTED (too many requests in flight, past the client's share, too many
-stacks), UNAVAILABLE (model loading, server draining), DEADLINE_EXCEEDED (deadline passed before
-the forward pass), INTERNAL (anything else; the server keeps serving).
+started), RESOURCE_EXHAUSTED (past a budget or the client's share, too many stacks), UNAVAILABLE
+(model loading, server draining), DEADLINE_EXCEEDED (deadline passed before the forward pass),
+INTERNAL (anything else; the server keeps serving).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol
@@ -27,21 +27,22 @@ import numpy as np
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
+from breakout_dqn.serving.admission import Admission, Caller, Refused
 from breakout_dqn.serving.batcher import Batcher, BatcherClosed, DeadlineExpired, QueueFull
-from breakout_dqn.serving.config import (
-    CLIENT_KEY,
-    CLIENT_SHARE,
-    INLINE_GAP_MS,
-    MAX_BATCH,
-    MAX_CONCURRENT,
-    MAX_DELAY_MS,
-    MAX_STACKS_PER_REQUEST,
-    STREAM_IDLE_TIMEOUT_S,
-)
+from breakout_dqn.serving.config import ServerConfig
 from breakout_dqn.serving.game import GameNotStarted, GameSession, build_stacks
-from breakout_dqn.serving.limits import ClientShares, StreamWatch
+from breakout_dqn.serving.gate import current_caller
+from breakout_dqn.serving.limits import StreamWatch
+from breakout_dqn.serving.metrics import ServingMetrics
 
 log = logging.getLogger("breakout_dqn.serve")
+
+# What GetModelInfo returns of the model's metadata: what a client needs to drive the game and name the
+# model. The parity fingerprint (~11 KB) stays in the file, where `verify` reads it.
+CLIENT_METADATA = (contract.META_PREPROCESSING, contract.META_ACTIONS, contract.META_SERVE_POLICY,
+                   contract.META_CONTRACT, contract.META_VERSION, contract.META_SOURCE_SHA256,
+                   contract.META_TRAIN_STEPS, contract.META_TRAIN_FRAMES, contract.META_EVAL_SCORE)
+DRAINING = "the server is draining; reopen the stream on another replica"
 
 
 class Policy(Protocol):
@@ -78,17 +79,10 @@ class _EndCall(Exception):
         self.details = details
 
 
-@dataclasses.dataclass
-class ServiceLimits:
-    max_concurrent: int = MAX_CONCURRENT  # GetAction calls + open streams (PlayGame too); RESOURCE_EXHAUSTED past it
-    max_stacks_per_request: int = MAX_STACKS_PER_REQUEST  # also sets the server's max message size
-    client_share: float = CLIENT_SHARE  # of max_concurrent, per client
-    client_key: str = CLIENT_KEY  # "connection" or "address"
-    stream_idle_timeout_s: float = STREAM_IDLE_TIMEOUT_S  # 0: off
-
-
 def _status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The one mapping from exceptions to gRPC status codes."""
+    if isinstance(error, Refused):
+        return error.code, error.message
     if isinstance(error, contract.ContractError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(error)
     if isinstance(error, GameNotStarted):
@@ -103,46 +97,41 @@ def _status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    """GetAction and GetModelInfo over a policy that is attached once loaded (``attach``)."""
+    """GetAction, StreamActions, PlayGame and GetModelInfo over a policy attached once loaded (``attach``)."""
 
-    def __init__(
-        self,
-        limits: ServiceLimits | None = None,
-        *,
-        max_batch: int = MAX_BATCH,
-        max_delay_s: float = MAX_DELAY_MS / 1000,
-        inline_gap_s: float | None = INLINE_GAP_MS / 1000,
-    ):
-        self.limits = limits or ServiceLimits()
-        self.max_batch = max_batch
-        self.max_delay_s = max_delay_s
-        self.inline_gap_s = inline_gap_s
+    def __init__(self, config: ServerConfig, admission: Admission, metrics: ServingMetrics | None = None):
+        self.config = config
+        self.admission = admission
+        self.metrics = metrics
         self.policy: Policy | None = None
         self.batcher: Batcher | None = None
         self.draining = False
         self.version = ""
-        self.in_flight = 0  # GetAction calls and stream messages being answered (what a drain waits for)
-        self.unary = 0  # GetAction calls in flight
-        self.streams = 0  # open StreamActions and PlayGame streams
-        self.games = 0  # open PlayGame streams (game sessions)
-        self.rejected = 0  # RESOURCE_EXHAUSTED answers
-        self.shares = ClientShares(self.limits.max_concurrent, self.limits.client_share, self.limits.client_key)
-        self.watches: set[StreamWatch] = set()  # one per open stream
+        self.watches: set[StreamWatch] = set()  # one per open call (the gate adds them)
         self._info: agent_pb2.GetModelInfoResponse | None = None
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being answered or queued (what a drain waits for)."""
+        return self.admission.in_flight
 
     def attach(self, policy: Policy) -> None:
         """Start serving ``policy`` (call on the server's event loop)."""
+        config = self.config
         self.policy = policy
         self.version = policy.version
-        self._info = model_info(policy, self.limits.max_stacks_per_request)
+        self._info = model_info(policy, config.max_stacks_per_request)
         self.batcher = Batcher(
             policy.q_values,
             prepare=build_stacks,
-            max_batch=self.max_batch,
-            max_delay_s=self.max_delay_s,
-            max_queue_stacks=self.limits.max_concurrent * self.limits.max_stacks_per_request,
-            inline_gap_s=self.inline_gap_s,
+            max_batch=config.max_batch,
+            max_delay_s=config.max_delay_ms / 1000,
+            max_queue_stacks=config.max_in_flight * config.max_stacks_per_request,
+            inline_gap_s=config.inline_gap_s,
+            on_pass=self.metrics.forward_pass if self.metrics is not None else None,
+            others_in_flight=lambda: self.admission.in_flight > 1,
         )
+        self.admission.expected_wait_s = self.batcher.expected_wait_s
         self.batcher.start()
 
     def drain(self) -> None:
@@ -153,7 +142,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.draining = True
         for watch in list(self.watches):
             if not watch.busy:
-                watch.end(grpc.StatusCode.UNAVAILABLE, "the server is draining; reopen the stream on another replica")
+                watch.end(grpc.StatusCode.UNAVAILABLE, DRAINING)
 
     async def close(self) -> None:
         """Refuse new calls and finish the queued ones."""
@@ -162,34 +151,34 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             await self.batcher.stop()
 
     async def wait_idle(self, timeout: float) -> bool:
-        """Wait until no GetAction call is in flight; False if ``timeout`` s passed first."""
+        """Wait until no request is in flight; False if ``timeout`` s passed first."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.005)
         return not self.in_flight
 
+    def _caller(self, context: grpc.aio.ServicerContext) -> Caller:
+        """The call's caller, as the gate admitted it (anonymous when called without the gate)."""
+        caller = current_caller.get()
+        return caller if caller is not None else self.admission.caller("", context.peer(), None)
+
     async def GetAction(self, request: agent_pb2.GetActionRequest, context: grpc.aio.ServicerContext) -> Any:
+        caller = self._caller(context)
         try:
-            client = self._admit(context)
+            self._take_work(caller, _stacks_in(request))
+            try:
+                return await self._answer(self._get_action(request, context))
+            finally:
+                self.admission.give_back_work(caller)
         except _EndCall as end:
             await context.abort(end.code, end.details)
-        self.unary += 1
-        self.in_flight += 1
-        try:
-            return await self._answer(self._get_action(request, context))
-        except _EndCall as end:
-            await context.abort(end.code, end.details)
-        finally:
-            self.in_flight -= 1
-            self.unary -= 1
-            self.shares.give_back(client)
 
     async def StreamActions(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
         async def answer(request: agent_pb2.GetActionRequest, index: int) -> agent_pb2.GetActionResponse:
             return await self._answer(self._get_action(request, context), f"request {index} of the stream: ")
 
-        async with contextlib.aclosing(self._stream(request_iterator, context, answer)) as responses:
+        async with contextlib.aclosing(self._stream(request_iterator, context, answer, _stacks_in)) as responses:
             async for response in responses:
                 yield response
 
@@ -199,77 +188,42 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         async def answer(frame: agent_pb2.GameFrame, index: int) -> agent_pb2.GameAction:
             return await self._answer(self._play(session, frame, context), f"frame {index} of the game: ")
 
-        async with contextlib.aclosing(self._stream(request_iterator, context, answer, game=True)) as actions:
+        async with contextlib.aclosing(self._stream(request_iterator, context, answer, lambda frame: 1)) as actions:
             async for action in actions:
                 yield action
 
     async def _stream(
         self, request_iterator: Any, context: grpc.aio.ServicerContext,
-        answer: Callable[[Any, int], Awaitable[Any]], game: bool = False,
+        answer: Callable[[Any, int], Awaitable[Any]], stacks_of: Callable[[Any], int],
     ) -> AsyncGenerator[Any, None]:
-        """Answer a stream's messages in order: one slot for the whole stream, an idle timer, drain handling.
+        """Answer a stream's messages in order, each holding a work slot while it is answered.
 
         Every way it ends with an error sets the status and returns (see ``_EndCall``).
         """
-        try:
-            client = self._admit(context)
-        except _EndCall as end:
-            _finish(context, end)
-            return
-        self.streams += 1
-        self.games += game
-        watch = StreamWatch(self.limits.stream_idle_timeout_s)
-        self.watches.add(watch)
+        caller = self._caller(context)
         try:
             index = 0
             async for request in request_iterator:
-                watch.busy = True
-                self.in_flight += 1
+                self._take_work(caller, stacks_of(request), f"message {index} of the stream: ")
                 try:
                     response = await answer(request, index)
                 finally:
-                    self.in_flight -= 1
-                    watch.answered()
+                    self.admission.give_back_work(caller)
                 yield response
                 index += 1
                 if self.draining:
-                    raise _EndCall(
-                        grpc.StatusCode.UNAVAILABLE, "the server is draining; reopen the stream on another replica"
-                    )
+                    raise _EndCall(grpc.StatusCode.UNAVAILABLE, DRAINING)
         except _EndCall as end:
             _finish(context, end)
-        except asyncio.CancelledError:
-            if watch.ended is None:
-                raise  # the client went away: nothing to answer
-            task = asyncio.current_task()
-            if task is not None and hasattr(task, "uncancel"):
-                task.uncancel()  # our own cancellation, handled here (Python >= 3.11)
-            _finish(context, _EndCall(*watch.ended))
-        finally:
-            watch.close()
-            self.watches.discard(watch)
-            self.streams -= 1
-            self.games -= game
-            self.shares.give_back(client)
 
-    def _admit(self, context: grpc.aio.ServicerContext) -> str:
-        """Take a slot for this client, or ``_EndCall`` RESOURCE_EXHAUSTED: past ``max_concurrent``, or past its share.
-
-        A stream counts once, whether or not it is answering a request right now. Returns the
-        client's key, for ``shares.give_back``.
-        """
-        calls = self.unary + self.streams
-        if calls >= self.limits.max_concurrent:
-            self.rejected += 1
-            raise _EndCall(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"server busy: {calls} calls in flight (limit {self.limits.max_concurrent}); retry with backoff",
-            )
-        client, refused = self.shares.take(context.peer())
-        if refused is not None:
-            self.rejected += 1
-            raise _EndCall(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
-        return client
+    def _take_work(self, caller: Caller, stacks: int, where: str = "") -> None:
+        """A work slot for one request (give it back with ``admission.give_back_work``), or ``_EndCall``
+        RESOURCE_EXHAUSTED, the refusal's reason kept on the caller for the metrics."""
+        try:
+            self.admission.take_work(caller, stacks)
+        except Refused as refusal:
+            caller.reason = refusal.reason
+            raise _EndCall(refusal.code, where + refusal.message) from None
 
     async def _answer(self, work: Awaitable[Any], where: str = "") -> Any:
         """``work``'s response, or ``_EndCall`` with the status ``_status_for`` gives the failure."""
@@ -279,9 +233,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             raise  # the client went away or its deadline expired: grpc has already answered
         except Exception as error:
             code, message = _status_for(error)
-            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                self.rejected += 1
-            elif code == grpc.StatusCode.INTERNAL:
+            if code == grpc.StatusCode.INTERNAL:
                 log.exception("request failed")
             raise _EndCall(code, where + message) from None
 
@@ -303,9 +255,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> agent_pb2.GetActionResponse:
         batcher, deadline = self._ready(context)
         frames = contract.frames_from_bytes(request.frames)
-        if len(frames) > self.limits.max_stacks_per_request:
+        if len(frames) > self.config.max_stacks_per_request:
             raise TooManyRequests(
-                f"{len(frames)} stacks in one request; this server takes at most {self.limits.max_stacks_per_request}"
+                f"{len(frames)} stacks in one request; this server takes at most {self.config.max_stacks_per_request}"
             )
         q_values = await batcher.submit(frames, deadline)
         response = agent_pb2.GetActionResponse(
@@ -356,5 +308,10 @@ def model_info(policy: Policy, max_stacks_per_request: int) -> agent_pb2.GetMode
         output=agent_pb2.TensorSpec(name=contract.OUTPUT_NAME, dtype="float32", shape=[-1, contract.NUM_ACTIONS]),
         stack_bytes=contract.STACK_BYTES,
         max_stacks_per_request=max_stacks_per_request,
-        metadata=metadata,
+        metadata={key: metadata[key] for key in CLIENT_METADATA if key in metadata},
     )
+
+
+def _stacks_in(request: agent_pb2.GetActionRequest) -> int:
+    """The stacks a request carries, for the load-shedding estimate (its frames are checked later)."""
+    return max(1, len(request.frames) // contract.STACK_BYTES)

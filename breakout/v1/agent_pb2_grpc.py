@@ -71,9 +71,10 @@ class AgentServiceServicer:
     def StreamActions(self, request_iterator, context):
         """The same for a game session on one long-lived stream: one response per request, in order.
         It saves the per-call cost of a unary RPC (several times more actions/s per core for
-        clients that act every frame). A stream counts as one call against the server's
-        concurrency limit; its deadline covers the whole stream; when the server drains, open
-        streams end with UNAVAILABLE after the request in progress is answered (reconnect).
+        clients that act every frame). A stream counts against the server's open-stream budget (and
+        the client's share of it); each request holds a slot of the in-flight budget while it is
+        answered, not while the stream waits; its deadline covers the whole stream; when the server
+        drains, open streams end with UNAVAILABLE after the request in progress is answered (reconnect).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -85,11 +86,12 @@ class AgentServiceServicer:
         server builds the model's frame stacks from the screens exactly as training did (ale-py's
         vector env: ALE grayscale, max over the last two screens, 84x84 INTER_AREA resize, a stack of
         4 with zeros before a game's first frame) and applies the serve policy (FIRE on a game's first
-        frame and after a lost life). The first frame must have new_game set. The stream counts as one
-        call against the server's concurrency limit and the client's share, ends with
-        DEADLINE_EXCEEDED after the server's stream idle timeout without a frame, and with UNAVAILABLE
-        when the server drains: reopen it and replay the last 5 frames (the first with new_game) to
-        rebuild the session's stack; the client library does this.
+        frame and after a lost life). The first frame must have new_game set. The stream counts against
+        the server's open-stream budget and the client's share of it (each frame against the in-flight
+        budget while it is answered), ends with DEADLINE_EXCEEDED after the server's stream idle
+        timeout without a frame, and with UNAVAILABLE when the server drains: reopen it and replay the
+        last 5 frames (the first with new_game) to rebuild the session's stack; the client library
+        does this.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

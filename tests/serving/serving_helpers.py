@@ -130,10 +130,11 @@ OPENSSL = shutil.which("openssl")
 
 def make_certificates(directory: Path) -> dict[str, Path]:
     """A test CA, a server certificate for localhost/127.0.0.1 and a client certificate it signed, and
-    a second CA with its own client certificate (one the first CA never signed). EC P-256, valid 2 days.
+    a second CA with its own client and server certificates (ones the first CA never signed). EC P-256,
+    valid 2 days.
 
     Keys: ``ca``, ``server.crt``, ``server.key``, ``client.crt``, ``client.key``, ``other-ca``,
-    ``other-client.crt``, ``other-client.key``.
+    ``other-client.crt``, ``other-client.key``, ``other-server.crt``, ``other-server.key``.
     """
     assert OPENSSL is not None, "openssl is needed to make test certificates"
 
@@ -158,11 +159,14 @@ def make_certificates(directory: Path) -> dict[str, Path]:
 
     new_ca("ca")
     new_ca("other-ca")
-    new_leaf("server", "ca", "subjectAltName=DNS:localhost,DNS:breakout-dqn-serve,IP:127.0.0.1\n"
-                             "extendedKeyUsage=serverAuth\n")
+    server_extensions = ("subjectAltName=DNS:localhost,DNS:breakout-dqn-serve,IP:127.0.0.1\n"
+                         "extendedKeyUsage=serverAuth\n")
+    new_leaf("server", "ca", server_extensions)
+    new_leaf("other-server", "other-ca", server_extensions)
     new_leaf("client", "ca", "extendedKeyUsage=clientAuth\n")
     new_leaf("other-client", "other-ca", "extendedKeyUsage=clientAuth\n")
-    names = ["server.crt", "server.key", "client.crt", "client.key", "other-client.crt", "other-client.key"]
+    names = ["server.crt", "server.key", "client.crt", "client.key", "other-client.crt", "other-client.key",
+             "other-server.crt", "other-server.key"]
     return {"ca": directory / "ca.crt", "other-ca": directory / "other-ca.crt",
             **{name: directory / name for name in names}}
 
@@ -173,3 +177,66 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for {pid}")
+
+
+ISOLATED = [("grpc.use_local_subchannel_pool", 1)]
+"""Channel option: a connection of its own (gRPC channels in one process otherwise share one)."""
+
+
+class PeakRss:
+    """Samples a process's resident memory every ``period_s`` in a thread, keeping the peak (bytes)."""
+
+    def __init__(self, pid: int, period_s: float = 0.05):
+        self.pid = pid
+        self.period_s = period_s
+        self.peak = rss_bytes(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                self.peak = max(self.peak, rss_bytes(self.pid))
+            except (OSError, AssertionError):
+                return
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.peak
+
+
+def answered_calls(target: str, calls: int = 5, spacing_s: float = 1.0, timeout_s: float = 5.0,
+                   metadata: tuple[tuple[str, str], ...] | None = None) -> list[str]:
+    """Another client's GetAction calls, one every ``spacing_s`` on a connection of its own: each one's status."""
+    import grpc
+
+    from breakout.v1 import agent_pb2, agent_pb2_grpc
+    from breakout_dqn import contract
+
+    request = agent_pb2.GetActionRequest(frames=bytes(contract.STACK_BYTES))
+    codes = []
+    with grpc.insecure_channel(target, options=ISOLATED) as channel:
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        for index in range(calls):
+            if index:
+                time.sleep(spacing_s)
+            try:
+                stub.GetAction(request, timeout=timeout_s, metadata=metadata)
+                codes.append("OK")
+            except grpc.RpcError as error:
+                codes.append(error.code().name)  # type: ignore[attr-defined]
+    return codes
+
+
+def metric(running: ServerThread, name: str, labels: dict[str, str], expected: float | None = None,
+           timeout: float = 10.0) -> float:
+    """A server's metric; with ``expected``, once it reaches that value (a call's client has its status a
+    moment before the server has counted it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = running.server.metrics.registry.get_sample_value(name, labels) or 0.0
+        if expected is None or value == expected or time.monotonic() > deadline:
+            return value
+        time.sleep(0.01)

@@ -21,6 +21,12 @@ def requests_of(running: ServerThread) -> int:
     return running.stats.requests
 
 
+def streams_of(running: ServerThread) -> int:
+    """StreamActions streams open (the round_robin client's health Watch streams left out)."""
+    admission = running.server.admission
+    return admission.sessions - sum(admission.watches.values())
+
+
 class Caller(threading.Thread):
     """Calls GetAction (or the stream sessions in turn) in a loop until stopped; keeps every failure."""
 
@@ -64,7 +70,7 @@ def test_round_robin_spreads_calls_and_a_drain_moves_them_with_no_failed_call(on
             sessions = [client.stream() for _ in range(4)]  # round_robin puts some on each replica
             for session in sessions:
                 session.get_action(random_stacks(1))
-            streams_on_first = first.server.servicer.streams
+            streams_on_first = streams_of(first)
             assert streams_on_first >= 1
             callers = [Caller(client, policy), Caller(client, policy, sessions)]
             for caller in callers:
@@ -82,7 +88,7 @@ def test_round_robin_spreads_calls_and_a_drain_moves_them_with_no_failed_call(on
             # Each stream on the drained replica was reopened (twice, if a reopen landed there before the
             # client saw it NOT_SERVING); every stream now lives on the other one.
             assert sum(session.reopened for session in sessions) >= streams_on_first
-            assert second.server.servicer.streams == len(sessions)
+            assert streams_of(second) == len(sessions)
             for session in sessions:
                 session.close()
     finally:
@@ -105,7 +111,7 @@ def test_play_balances_over_several_addresses(onnx_model_path: Path, capsys: pyt
         second.stop()
 
 
-def test_a_dns_target_resolves_and_balances(server: ServerThread, policy: OnnxPolicy) -> None:
+def test_a_dns_target_resolves_to_the_server(server: ServerThread, policy: OnnxPolicy) -> None:
     port = server.target.rsplit(":", 1)[1]
     with AgentClient(f"dns:///localhost:{port}", timeout=10, lb_policy="round_robin") as client:
         frames = random_stacks(2, seed=1)
@@ -116,14 +122,14 @@ def test_connection_age_makes_clients_reconnect_without_a_failed_call(onnx_model
                                                                       policy: OnnxPolicy) -> None:
     running = ServerThread(config_for(onnx_model_path, max_connection_age_s=1.0, max_connection_age_grace_s=0.5))
     peers: set[str] = set()
-    shares = running.server.servicer.shares
-    take = shares.take
+    admission = running.server.admission
+    open_call = admission.open
 
-    def spy(peer: str) -> tuple[str, str | None]:
-        peers.add(peer)
-        return take(peer)
+    def spy(caller) -> None:
+        peers.add(caller.peer)
+        open_call(caller)
 
-    shares.take = spy  # type: ignore[method-assign]
+    admission.open = spy  # type: ignore[method-assign]
     try:
         with AgentClient(running.target, timeout=10) as client:
             session = client.stream()  # one stream held for the whole test: cut at age + grace, reopened

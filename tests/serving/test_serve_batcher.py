@@ -90,21 +90,31 @@ def test_a_request_larger_than_max_batch_runs_alone() -> None:
     assert infer.batches == [10, 1]
 
 
+class CountedEvent(asyncio.Event):
+    """An asyncio.Event that counts how often it is waited for (the batcher's wait for more requests)."""
+
+    waits = 0
+
+    async def wait(self) -> bool:
+        self.waits += 1
+        return await super().wait()
+
+
 def test_single_requests_do_not_wait_for_a_batch() -> None:
-    """Sequential callers (concurrency 1) never pay the batching delay."""
+    """Sequential callers (concurrency 1) never pay the batching delay: the worker never waits for more."""
     infer = Recorder()
 
     async def scenario():
-        batcher = Batcher(infer, inline_gap_s=None, max_batch=64, max_delay_s=0.05)
+        batcher = Batcher(infer, inline_gap_s=None, max_batch=64, max_delay_s=30.0)
+        arrived = batcher._arrived = CountedEvent()
         batcher.start()
-        start = time.perf_counter()
         for i in range(20):
             await batcher.submit(tagged(1, i))
-        elapsed = time.perf_counter() - start
         await batcher.stop()
-        return elapsed
+        return arrived.waits
 
-    assert run(scenario()) < 20 * 0.05 / 2
+    assert run(scenario()) == 0
+    assert infer.batches == [1] * 20
 
 
 def test_cancelled_requests_are_dropped_before_the_forward_pass() -> None:
@@ -157,7 +167,8 @@ def test_a_failing_forward_pass_fails_its_requests_only() -> None:
         return np.zeros((len(frames), 4), np.float32)
 
     async def scenario():
-        batcher = Batcher(infer, max_batch=8)  # fast path on: the first pass runs inline
+        # fast path on: the first pass runs inline
+        batcher = Batcher(infer, max_batch=8, max_delay_s=0.002, inline_gap_s=0.0002)
         batcher.start()
         with pytest.raises(RuntimeError, match="boom"):
             await batcher.submit(tagged(1, 0))
@@ -221,7 +232,7 @@ def test_a_sequential_caller_runs_its_passes_on_the_event_loop() -> None:
     infer = ThreadRecorder()
 
     async def scenario():
-        batcher = Batcher(infer, max_batch=8, inline_gap_s=0.001)
+        batcher = Batcher(infer, max_batch=8, max_delay_s=0.002, inline_gap_s=0.001)
         batcher.start()
         results = []
         for i in range(5):
@@ -286,3 +297,29 @@ def test_jobs_are_prepared_together_in_the_inference_thread_and_batch_with_stack
     assert [jobs for jobs, _ in prepared] == [[10, 11, 12]]  # the three jobs of one batch, in one call
     assert all(thread != loop_thread for _, thread in prepared)
     assert infer.batches == [1, 5]
+
+
+def test_each_pass_is_reported_and_the_wait_ahead_estimated_from_the_stacks_queued() -> None:
+    """What the metrics and load shedding read: (stacks, waits) per pass; stacks ahead x seconds per stack."""
+    infer = Recorder(delay_s=0.05)
+    passes: list[tuple[int, int]] = []
+
+    async def scenario():
+        batcher = Batcher(infer, inline_gap_s=None, max_batch=2, max_delay_s=0.0,
+                          on_pass=lambda stacks, waits: passes.append((stacks, len(waits))))
+        batcher.start()
+        idle = batcher.expected_wait_s(1)
+        await batcher.submit(tagged(2, 0))  # one pass of 2 stacks: ~0.025 s a stack
+        learned = batcher.seconds_per_stack
+        pending = [asyncio.ensure_future(batcher.submit(tagged(1, i))) for i in range(6)]
+        while batcher._running_stacks == 0:  # the next pass (2 stacks) has started; 4 wait
+            await asyncio.sleep(0.001)
+        ahead = batcher.expected_wait_s(1)
+        await asyncio.gather(*pending)
+        await batcher.stop()
+        return idle, learned, ahead
+
+    idle, learned, ahead = run(scenario())
+    assert idle == 0.0 and learned >= 0.05 / 2
+    assert ahead == pytest.approx(6 * learned)
+    assert passes == [(2, 1), (2, 2), (2, 2), (2, 2)]

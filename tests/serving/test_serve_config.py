@@ -1,9 +1,8 @@
-"""Each serving default is defined once (serving/config.py) and every reader agrees with it."""
+"""`serve`'s flags are ``ServerConfig``'s fields; bad values are refused where they enter, named by flag or variable."""
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -13,98 +12,141 @@ from serving_helpers import REPO, subprocess_env
 
 from breakout.v1 import agent_pb2
 from breakout_dqn import contract
-from breakout_dqn.serving import config, healthcheck, play
-from breakout_dqn.serving.batcher import Batcher
+from breakout_dqn.errors import UsageError
+from breakout_dqn.serving import config, healthcheck, options, play, server
 from breakout_dqn.serving.client import AgentClient, channel_options
 from breakout_dqn.serving.config import ServerConfig
-from breakout_dqn.serving.limits import ClientShares, per_client_limit
-from breakout_dqn.serving.server import grpc_options, parse_args
-from breakout_dqn.serving.service import AgentServicer, ServiceLimits
+from breakout_dqn.serving.server import grpc_options
+
+VARIABLES = (config.HOST_ENV, config.PORT_ENV, config.MODEL_ENV, config.METRICS_PORT_ENV, config.AUTH_TOKEN_ENV)
 
 
-def defaults_of(function) -> dict[str, object]:
-    return {name: p.default for name, p in inspect.signature(function).parameters.items()
-            if p.default is not inspect.Parameter.empty}
-
-
-def test_serve_flags_default_to_the_server_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in (config.HOST_ENV, config.PORT_ENV, config.MODEL_ENV):
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in VARIABLES:
         monkeypatch.delenv(variable, raising=False)
-    args = parse_args([])
-    expected = ServerConfig(model=Path("m.onnx"))
-    flags = {"host": args.host, "port": args.port, "max_batch": args.max_batch, "max_delay_ms": args.max_delay_ms,
-             "inline_gap_ms": args.inline_gap_ms, "max_concurrent": args.max_concurrent,
-             "max_stacks_per_request": args.max_stacks_per_request, "grace_s": args.grace,
-             "intra_op_threads": args.threads, "stream_idle_timeout_s": args.stream_idle_timeout,
-             "keepalive_time_s": args.keepalive_time, "keepalive_timeout_s": args.keepalive_timeout,
-             "client_share": args.client_share, "client_key": args.client_key,
-             "max_connection_age_s": args.max_connection_age,
-             "max_connection_age_grace_s": args.max_connection_age_grace, "tls_cert": args.tls_cert,
-             "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca}
-    assert flags == {name: getattr(expected, name) for name in flags}
-    assert {field.name for field in dataclasses.fields(ServerConfig)} == {*flags, "model", "auth_token"}
-    assert (expected.host, expected.port, expected.max_batch, expected.max_delay_ms, expected.inline_gap_ms,
-            expected.max_stacks_per_request) == ("127.0.0.1", 50051, 64, 2.0, 0.2, 256)
 
 
-def test_the_servicer_and_the_batcher_default_to_the_server_config() -> None:
-    expected = ServerConfig(model=Path("m.onnx"))
-    for function in (Batcher.__init__, AgentServicer.__init__):
-        defaults = defaults_of(function)
-        assert defaults["max_batch"] == expected.max_batch
-        assert defaults["max_delay_s"] == expected.max_delay_ms / 1000
-        assert defaults["inline_gap_s"] == expected.inline_gap_ms / 1000  # type: ignore[operator]
-    limits = ServiceLimits()
-    assert (limits.max_concurrent, limits.max_stacks_per_request) == (expected.max_concurrent,
-                                                                       expected.max_stacks_per_request)
-    assert (limits.client_share, limits.client_key, limits.stream_idle_timeout_s) == (
-        expected.client_share, expected.client_key, expected.stream_idle_timeout_s)
-    shares = defaults_of(ClientShares.__init__)
-    assert (shares["max_concurrent"], shares["client_share"], shares["client_key"]) == (
-        expected.max_concurrent, expected.client_share, expected.client_key)
+def parsed(*argv: str, environ: dict[str, str] | None = None) -> ServerConfig:
+    return options.config_from_args(server.build_parser().parse_args(list(argv)), environ or {})
 
 
-def test_a_server_started_without_flags_is_protected() -> None:
-    """Idle streams end, a client holds a quarter of the slots, vanished peers go, connections age."""
-    options = dict(grpc_options(ServerConfig(model=Path("m.onnx"))))
-    assert options["grpc.keepalive_time_ms"] == 30_000
-    assert options["grpc.keepalive_timeout_ms"] == options["grpc.http2.ping_timeout_ms"] == 10_000
-    assert options["grpc.keepalive_permit_without_calls"] == 1
-    assert options["grpc.http2.min_ping_interval_without_data_ms"] == 10_000
-    assert options["grpc.max_connection_age_ms"] == 300_000 and options["grpc.max_connection_age_grace_ms"] == 60_000
-    assert config.STREAM_IDLE_TIMEOUT_S == 60 and per_client_limit(config.MAX_CONCURRENT, config.CLIENT_SHARE) == 64
-    assert options["grpc.max_concurrent_streams"] == 64 + config.STREAM_HEADROOM  # a flood waits in its client
-    assert options["grpc.http.overload_protection"] == 0
+def test_every_config_field_but_the_token_is_a_flag_and_each_flag_sets_its_field() -> None:
+    flags = {action.dest for action in server.build_parser()._actions if action.dest != "help"}
+    assert flags == {field.name for field in dataclasses.fields(ServerConfig)} - {"auth_token"}
+    changed = parsed("--max-batch", "7", "--max-in-flight", "9", "--client-share", "0.5", "--grace", "3",
+                     "--stream-idle-timeout", "4", "--no-reflection", "--tokens-file", "t.txt", "--client-key",
+                     "address", "--inline-gap-ms", "-1")
+    assert (changed.max_batch, changed.max_in_flight, changed.client_share, changed.grace_s) == (7, 9, 0.5, 3.0)
+    assert (changed.stream_idle_timeout_s, changed.reflection, changed.client_key) == (4.0, False, "address")
+    assert changed.tokens_file == Path("t.txt") and changed.inline_gap_s is None
+    assert parsed() == ServerConfig()  # no flag: the dataclass's defaults, untouched
+    assert parsed("--max-concurrent", "12").max_in_flight == 12  # the old spelling still works
+
+
+def test_help_shows_each_default_once() -> None:
+    text = " ".join(server.build_parser().format_help().split())
+    assert "--max-in-flight N" in text and "(default: 256)" in text
+    assert "(default: $BREAKOUT_DQN_PORT if set, else 50051)" in text
+    assert "--max-concurrent" not in text  # hidden alias
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--port", "99999"], "port 99999 is out of range: 1-65535 (0: any free port)"),
+    (["--port", "-1"], "port -1 is out of range"),
+    (["--port", "abc"], "invalid port 'abc'"),
+    (["--metrics-port", "70000"], "port 70000 is out of range"),
+])
+def test_a_port_outside_the_range_is_refused_by_its_flag(argv: list[str], expected: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        server.build_parser().parse_args(argv)
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"breakout-dqn serve: error: argument {argv[0]}") and expected in error
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    (config.PORT_ENV, "abc", "$BREAKOUT_DQN_PORT: invalid port 'abc'"),
+    (config.PORT_ENV, "99999", "$BREAKOUT_DQN_PORT: port 99999 is out of range"),
+    (config.METRICS_PORT_ENV, "x", "$BREAKOUT_DQN_METRICS_PORT: invalid port 'x'"),
+])
+def test_a_bad_variable_is_named_not_the_flag_it_stands_for(variable: str, value: str, expected: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parsed(environ={variable: value})
+    assert str(caught.value).startswith(expected)
+    flag = "--port" if variable == config.PORT_ENV else "--metrics-port"
+    given = parsed(flag, "5", environ={variable: value})  # a flag wins: the variable is not read
+    assert (given.port if variable == config.PORT_ENV else given.metrics_port) == 5
+
+
+def test_the_variables_move_the_defaults_and_flags_win() -> None:
+    environ = {config.PORT_ENV: "50123", config.HOST_ENV: "0.0.0.0", config.METRICS_PORT_ENV: "9090"}
+    chosen = parsed(environ=environ)
+    assert (chosen.port, chosen.host, chosen.metrics_port) == (50123, "0.0.0.0", 9090)
+    assert parsed("--port", "7", environ=environ).port == 7
+    assert parsed(environ={config.PORT_ENV: ""}).port == config.DEFAULT_PORT  # empty: the default
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--max-in-flight", "0"], "--max-in-flight must be >= 1, got 0"),
+    (["--client-share", "1.5"], "--client-share must be in (0, 1], got 1.5"),
+    (["--keepalive-time", "0"], "--keepalive-time must be > 0"),
+    (["--grace", "-1"], "--grace must be >= 0"),
+    (["--max-queue-wait-ms", "0"], "--max-queue-wait-ms must be > 0"),
+    (["--access-log-sample", "2"], "--access-log-sample must be in [0, 1]"),
+    (["--port", "9090", "--metrics-port", "9090"], "--metrics-port 9090 is the gRPC port too"),
+])
+def test_values_that_cannot_work_are_refused_with_their_flag(argv: list[str], expected: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parsed(*argv)
+    assert str(caught.value) == expected or str(caught.value).startswith(expected)
+
+
+def test_serve_prints_one_line_and_exits_2_for_a_bad_variable(onnx_model_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "breakout_dqn.cli", "serve", "--model", str(onnx_model_path)],
+                            capture_output=True, text=True, timeout=120, cwd=REPO,
+                            env={**subprocess_env(), config.PORT_ENV: "abc"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("breakout-dqn serve: error: $BREAKOUT_DQN_PORT: invalid port 'abc': a number "
+                                     "in 1-65535 (0: any free port)")
+
+
+def test_a_server_started_without_flags_bounds_what_a_connection_may_hold() -> None:
+    """HTTP/2 windows stay small (BDP probing off), 100 streams a connection, vanished peers go, connections age."""
+    server_options = dict(grpc_options(ServerConfig()))
+    assert server_options["grpc.http2.bdp_probe"] == 0
+    assert server_options["grpc.http2.lookahead_bytes"] == 256 * 1024
+    assert server_options["grpc.max_concurrent_streams"] == 100
+    assert server_options["grpc.max_receive_message_length"] == 64 * contract.STACK_BYTES + 1024
+    assert server_options["grpc.keepalive_time_ms"] == 30_000
+    assert server_options["grpc.keepalive_timeout_ms"] == server_options["grpc.http2.ping_timeout_ms"] == 10_000
+    assert server_options["grpc.max_connection_age_ms"] == 300_000
     # Our own clients ping no more often than the server allows (else: GOAWAY too_many_pings).
     client_options = dict(channel_options(1024))
-    assert client_options["grpc.keepalive_time_ms"] >= options["grpc.http2.min_ping_interval_without_data_ms"]
-    assert "grpc.max_connection_age_ms" not in dict(grpc_options(ServerConfig(model=Path("m"), max_connection_age_s=0)))
+    assert client_options["grpc.keepalive_time_ms"] >= server_options["grpc.http2.min_ping_interval_without_data_ms"]
+    assert "grpc.max_connection_age_ms" not in dict(grpc_options(ServerConfig(max_connection_age_s=0)))
 
 
-def test_the_client_can_send_the_largest_request_a_default_server_takes() -> None:
-    server_limit = ServerConfig(model=Path("m.onnx")).max_message_bytes
-    assert defaults_of(AgentClient.__init__)["max_message_bytes"] == server_limit
-    assert server_limit == config.MAX_STACKS_PER_REQUEST * contract.STACK_BYTES + config.MESSAGE_OVERHEAD_BYTES
-    # Fewer stacks per request shrink the limit, but never below one PlayGame frame of 4 RGB screens.
-    assert ServerConfig(model=Path("m.onnx"), max_stacks_per_request=1).max_message_bytes == \
-        4 * 210 * 160 * 3 + config.MESSAGE_OVERHEAD_BYTES
-    assert ServerConfig(model=Path("m.onnx"), max_stacks_per_request=20).max_message_bytes == \
+def test_the_message_limit_fits_what_each_rpc_needs() -> None:
+    """GetAction: --max-stacks-per-request stacks; never below one PlayGame frame of 4 RGB screens."""
+    assert ServerConfig().max_message_bytes == AgentClient("127.0.0.1:1").max_message_bytes
+    assert ServerConfig(max_stacks_per_request=1).max_message_bytes == 4 * 210 * 160 * 3 + config.MESSAGE_OVERHEAD_BYTES
+    assert ServerConfig(max_stacks_per_request=20).max_message_bytes == \
         20 * contract.STACK_BYTES + config.MESSAGE_OVERHEAD_BYTES
 
 
-def test_play_and_the_client_use_the_same_server_and_deadlines() -> None:
+def test_play_and_the_health_probe_name_the_server_with_server() -> None:
     args = play.build_parser().parse_args([])
-    assert args.server == f"{config.DEFAULT_HOST}:{config.DEFAULT_PORT}" == "127.0.0.1:50051"
-    assert args.timeout == defaults_of(AgentClient.__init__)["timeout"] == config.CALL_TIMEOUT_S
-    assert args.wait == defaults_of(AgentClient.wait_until_serving)["timeout"] == config.SERVING_WAIT_S
-    assert args.lb == defaults_of(AgentClient.__init__)["lb_policy"] == config.LB_POLICY == "pick_first"
+    assert args.server == "127.0.0.1:50051"
     assert play.build_parser().parse_args(["--lb", "round_robin"]).lb == "round_robin"
+    probe = healthcheck.build_parser()
+    assert probe.parse_args(["--server", "h:1"]).server == probe.parse_args(["--target", "h:1"]).server == "h:1"
+    assert "--target" not in probe.format_help()  # the old spelling: accepted, not shown
 
 
 def test_the_service_name_is_the_generated_descriptors() -> None:
     assert healthcheck.SERVICE_NAME == f"{agent_pb2.DESCRIPTOR.package}.AgentService" == "breakout.v1.AgentService"
-    assert defaults_of(AgentClient.health)["service"] == healthcheck.SERVICE_NAME
-    assert defaults_of(healthcheck.check)["service"] == healthcheck.SERVICE_NAME
 
 
 def test_the_config_and_the_health_probe_stay_cheap_to_import() -> None:
@@ -114,7 +156,7 @@ def test_the_config_and_the_health_probe_stay_cheap_to_import() -> None:
         "import breakout_dqn.serving.config\n"
         "assert not [m for m in sys.modules if m.split('.')[0] in ('numpy', 'grpc', 'google')], 'config'\n"
         "import breakout_dqn.serving.healthcheck, breakout_dqn.serving.security\n"
-        "probe = {'breakout_dqn', 'breakout_dqn.serving', 'breakout_dqn.serving.config',\n"
+        "probe = {'breakout_dqn', 'breakout_dqn.errors', 'breakout_dqn.serving', 'breakout_dqn.serving.config',\n"
         "         'breakout_dqn.serving.healthcheck', 'breakout_dqn.serving.security'}\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'onnxruntime', 'breakout_dqn')\n"
         "               and m not in probe)\n"

@@ -96,7 +96,7 @@ def raw(stub_call: GameStream, message: agent_pb2.GameFrame) -> agent_pb2.GameAc
 ])
 def test_a_bad_frame_ends_its_stream_only(server: ServerThread, client: AgentClient, message: agent_pb2.GameFrame,
                                           code: str, text: str) -> None:
-    servicer = server.server.servicer
+    admission = server.server.admission
     other = client.game()
     other.act(GRAY, lives=5, new_game=True)
     session = client.game()
@@ -106,7 +106,7 @@ def test_a_bad_frame_ends_its_stream_only(server: ServerThread, client: AgentCli
     assert caught.value.code().name == code and text in caught.value.details(), caught.value.details()
     assert other.act(GRAY, lives=5) in range(contract.NUM_ACTIONS)  # the other session goes on
     other.close()
-    wait_until(lambda: servicer.games == 0 and servicer.streams == 0)
+    wait_until(lambda: admission.sessions == 0)
     with client.game() as fresh:  # and new ones open
         assert fresh.act(GRAY[None].repeat(2, 0), new_game=True) == contract.FIRE_ACTION
 
@@ -117,7 +117,7 @@ def test_a_frame_before_the_game_starts_is_a_failed_precondition(server: ServerT
         session.act(GRAY, lives=5)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert caught.value.details().startswith("frame 0 of the game: no game started on this stream")
-    wait_until(lambda: server.server.servicer.games == 0)
+    wait_until(lambda: server.server.admission.sessions == 0)
 
 
 def another_client(target: str, number: int) -> AgentClient:
@@ -125,9 +125,9 @@ def another_client(target: str, number: int) -> AgentClient:
     return AgentClient(target, timeout=10, max_message_bytes=(8 << 20) + number)
 
 
-def test_sessions_count_against_the_limit_and_the_clients_share(onnx_model_path: Path) -> None:
-    running = ServerThread(config_for(onnx_model_path, max_concurrent=4, client_share=0.5))  # 2 per client
-    servicer = running.server.servicer
+def test_sessions_count_against_max_streams_and_the_clients_share(onnx_model_path: Path) -> None:
+    running = ServerThread(config_for(onnx_model_path, max_streams=4, client_stream_share=0.5))  # 2 per client
+    admission = running.server.admission
     try:
         with another_client(running.target, 1) as first, another_client(running.target, 2) as second:
             held = [first.game(), first.game()]
@@ -136,23 +136,25 @@ def test_sessions_count_against_the_limit_and_the_clients_share(onnx_model_path:
             with pytest.raises(grpc.RpcError) as caught:  # past this client's share
                 first.game().act(GRAY, new_game=True)
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "per-client limit" in caught.value.details()
+            assert caught.value.details().startswith("per-client limit: this client already holds its 2 open streams")
             held += [second.game(), second.game()]  # another client still gets its share
             for session in held[2:]:
                 session.act(GRAY, new_game=True)
-            assert servicer.games == 4
-            # past --max-concurrent: a third client is refused
-            with another_client(running.target, 3) as third, pytest.raises(grpc.RpcError) as caught:
-                third.game().act(GRAY, new_game=True)
+            assert admission.sessions == 4
+            # past --max-streams: a third client's session is refused, its GetAction answered
+            with another_client(running.target, 3) as third:
+                with pytest.raises(grpc.RpcError) as caught:
+                    third.game().act(GRAY, new_game=True)
+                assert third.get_action(np.zeros((1, 84, 84, 4), np.uint8)).shape == (1,)
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "4 calls in flight (limit 4)" in caught.value.details()
+            assert caught.value.details().startswith("server busy: --max-streams 4 streams are open")
             held.pop().close()
-            wait_until(lambda: servicer.games == 3)
+            wait_until(lambda: admission.sessions == 3)
             with second.game() as again:
                 assert again.act(GRAY, new_game=True) == contract.FIRE_ACTION
             for session in held:
                 session.close()
-            wait_until(lambda: servicer.games == 0 and servicer.streams == 0)
+            wait_until(lambda: admission.sessions == 0)
     finally:
         running.stop()
 
@@ -163,30 +165,30 @@ def test_sessions_are_freed_when_they_end_idle_out_or_are_cancelled(onnx_model_p
     # 1.5 s: long enough that no session idles out while the others open (a loaded 2-core machine
     # takes a few hundred ms for the first answers), short enough to wait for.
     running = ServerThread(config_for(onnx_model_path, stream_idle_timeout_s=1.5))
-    servicer = running.server.servicer
+    admission = running.server.admission
     try:
         with AgentClient(running.target, timeout=10) as client:
             idle, cancelled, ended, refused = client.game(), client.game(), client.game(), client.game()
             for session in (idle, cancelled, ended, refused):
                 session.act(GRAY, new_game=True)
-            assert servicer.games == 4 and sessions.alive() == 4
+            assert admission.sessions == 4 and sessions.alive() == 4
             ended.close()
             cancelled.cancel()
             with pytest.raises(grpc.RpcError) as caught:  # too many screens: ends that stream only
                 refused.act(np.zeros((contract.MAX_SCREENS_PER_FRAME + 1, 210, 160), np.uint8))
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            wait_until(lambda: servicer.games <= 1)
+            wait_until(lambda: admission.sessions <= 1)
             # Freed as soon as the handlers return, not whenever grpc lets go of a call's state
             # (an error raised with context.abort would keep the handler's frames that long, past the
             # 5 s here while the client's connection stays open). Every session alive is an open game:
             # the idle one, or none if it has already idled out (a loaded machine can take that long).
-            wait_until(lambda: sessions.alive() == servicer.games, timeout=FREED_WITHIN_S)
+            wait_until(lambda: sessions.alive() == admission.sessions, timeout=FREED_WITHIN_S)
             time.sleep(2.0)
             with pytest.raises(grpc.RpcError) as caught:
                 idle.act(GRAY)
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert "no request on this stream for 1.5 s" in caught.value.details()
-            wait_until(lambda: servicer.games == 0 and servicer.streams == 0)
+            wait_until(lambda: admission.sessions == 0)
             wait_until(lambda: sessions.alive() == 0, timeout=FREED_WITHIN_S)
     finally:
         running.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -55,6 +56,22 @@ def test_play_refuses_a_model_with_another_serve_policy(onnx_model_path: Path, p
         running.stop()
 
 
+def test_play_writes_its_report_to_json(server: ServerThread, tmp_path: Path) -> None:
+    report = tmp_path / "reports" / "play.json"
+    assert play.main(["--server", server.target, "--max-frames", "200", "--json", str(report)]) == 0
+    record = json.loads(report.read_text())
+    assert record["server"] == server.target and record["method"] == "GetAction"
+    assert record["episodes"] == 1 and record["truncated"] == 1 and len(record["scores"]) == 1
+    assert record["calls"] >= 200 // contract.FRAME_SKIP and record["latency_p99_ms"] >= record["latency_p50_ms"] > 0
+
+
+def test_play_refuses_a_json_path_it_cannot_write_before_playing(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert play.main(["--server", "127.0.0.1:1", "--json", str(tmp_path / "report.txt")]) == 2
+    assert capsys.readouterr().err.strip() == f"breakout-dqn play: error: --json must end in .json, got " \
+                                              f"{tmp_path / 'report.txt'}"
+
+
 def test_play_reports_an_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert play.main(["--server", "127.0.0.1:1", "--wait", "0.5"]) == 1
     assert "breakout-dqn play: error: 127.0.0.1:1: " in capsys.readouterr().err
@@ -62,7 +79,7 @@ def test_play_reports_an_unreachable_server(capsys: pytest.CaptureFixture[str]) 
 
 @pytest.mark.slow  # plays full games
 def test_play_over_a_stream(server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
-    requests_before, streams_before = server.stats.requests, server.server.servicer.streams
+    requests_before, streams_before = server.stats.requests, server.server.admission.sessions
     assert play.main(["--server", server.target, "--episodes", "1", "--stream", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     game = re.search(r"game 1: score (\d+) in (\d+) steps", out)
@@ -71,15 +88,14 @@ def test_play_over_a_stream(server: ServerThread, capsys: pytest.CaptureFixture[
     assert calls >= int(game.group(2))
     assert re.search(rf"{calls} StreamActions requests, p50", out), out
     deadline = time.monotonic() + 5
-    while server.server.servicer.streams != streams_before and time.monotonic() < deadline:
+    while server.server.admission.sessions != streams_before and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert server.server.servicer.streams == streams_before  # the session's stream was closed
+    assert server.server.admission.sessions == streams_before  # the session's stream was closed
 
 
 @pytest.mark.slow  # plays full games
 def test_play_raw_plays_through_play_game_sending_only_screens(server: ServerThread, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    servicer = server.server.servicer
     requests_before = server.stats.requests
     video = tmp_path / "raw.gif"
     assert play.main(["--server", server.target, "--episodes", "3", "--num-envs", "2", "--raw", "--seed", "4",
@@ -93,9 +109,9 @@ def test_play_raw_plays_through_play_game_sending_only_screens(server: ServerThr
     assert re.search(rf"3 games: mean score .* {frames} PlayGame frames, p50", out), out
     assert video.stat().st_size > 1000
     deadline = time.monotonic() + 5
-    while servicer.games and time.monotonic() < deadline:
+    while server.server.admission.sessions and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert servicer.games == 0  # both sessions' streams were closed
+    assert server.server.admission.sessions == 0  # both sessions' streams were closed
 
 
 def test_play_raw_and_stream_cannot_be_combined(capsys: pytest.CaptureFixture[str]) -> None:

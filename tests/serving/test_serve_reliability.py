@@ -21,7 +21,7 @@ from serving_helpers import REPO, ServerProcess, ServerThread, config_for, rando
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
 from breakout_dqn.serving.client import AgentClient
-from breakout_dqn.serving.config import STREAM_HEADROOM
+from breakout_dqn.serving.config import ServerConfig
 from breakout_dqn.serving.security import ClientSecurity
 
 pytestmark = pytest.mark.slow
@@ -116,19 +116,20 @@ def flood(onnx_model_path: Path, *flags: str) -> dict:
 def test_one_client_flooding_leaves_another_served_with_a_bounded_p99(onnx_model_path: Path) -> None:
     """One connection floods with 256 callers while another client calls one at a time.
 
-    With the default share the flooder holds at most 64 calls (+8 HTTP/2 streams of headroom), so the
-    other client's call waits behind at most one share of the flooder's; with --client-share 1 (the
-    issue's server) it waits behind all 256.
+    With the default share the flooder holds at most 64 requests in flight (of at most 100 HTTP/2 streams
+    on its connection), so the other client's call waits behind at most one share of the flooder's; with
+    no share and room for all 256 calls on the connection (the server before) it waits behind all of them.
     """
     shared = flood(onnx_model_path)
-    unshared = flood(onnx_model_path, "--client-share", "1")
+    # The server before: no share, and the flooder's connection may open all its 256 calls.
+    unshared = flood(onnx_model_path, "--client-share", "1", "--max-streams-per-connection", "264")
     assert shared["failures"] == [], shared["failures"][:3]  # the other client is always served
     assert shared["codes"]["OK"] > 1000
-    assert all(message.startswith("per-client limit: this connection") for message in shared["messages"])
+    assert all(message.startswith("per-client limit: this client") for message in shared["messages"])
     assert set(shared["codes"]) <= {"OK", "RESOURCE_EXHAUSTED"}
     assert len(shared["flooded"]) >= 10
     assert shared["p99"] < 1000, "the flood starved the other client"
-    share = 64 + STREAM_HEADROOM  # the flooder's calls the server holds at most
+    share = ServerConfig().max_streams_per_connection  # the flooder's calls the server holds at most
     assert shared["calls_ahead"] < 1.5 * share, shared["calls_ahead"]
     assert unshared["calls_ahead"] > shared["calls_ahead"], "without the share the wait is no longer"
 
@@ -142,7 +143,7 @@ def hold_a_stream(target: str) -> subprocess.Popen:
 
 def seconds_until_freed(running: ServerThread, timeout: float = 30) -> float:
     start = time.monotonic()
-    while running.server.servicer.streams or running.server.servicer.shares.held:
+    while running.server.admission.open_calls:
         assert time.monotonic() - start < timeout, "the slot was never freed"
         time.sleep(0.02)
     return time.monotonic() - start
@@ -156,13 +157,13 @@ def test_a_client_killed_or_frozen_mid_stream_loses_its_slot_within_the_keepaliv
                                       stream_idle_timeout_s=0, max_connection_age_s=0))
     try:
         killed = hold_a_stream(running.target)
-        assert running.server.servicer.streams == 1
+        assert running.server.admission.sessions == 1
         killed.send_signal(signal.SIGKILL)  # the kernel closes its socket: the server hears of it at once
         killed.wait()
         after_kill = seconds_until_freed(running)
 
         frozen = hold_a_stream(running.target)
-        assert running.server.servicer.streams == 1
+        assert running.server.admission.sessions == 1
         os.kill(frozen.pid, signal.SIGSTOP)  # the socket stays open, nothing answers: only keepalive notices
         try:
             after_freeze = seconds_until_freed(running)

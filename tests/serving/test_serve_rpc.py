@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-from serving_helpers import ServerThread, SlowPolicy, config_for, random_stacks
+from serving_helpers import ServerThread, SlowPolicy, config_for, metric, random_stacks
 
 from breakout.v1 import agent_pb2, agent_pb2_grpc
 from breakout_dqn import contract
@@ -19,6 +19,7 @@ from breakout_dqn.onnx_model import OnnxPolicy
 from breakout_dqn.serving import healthcheck
 from breakout_dqn.serving.client import AgentClient
 from breakout_dqn.serving.server import load_policy
+from breakout_dqn.serving.service import CLIENT_METADATA
 
 
 def stub_for(target: str, max_bytes: int = 64 << 20) -> agent_pb2_grpc.AgentServiceStub:
@@ -72,7 +73,10 @@ def test_model_info_reports_the_contract(client: AgentClient, policy: OnnxPolicy
     assert (info.output.name, info.output.dtype, list(info.output.shape)) == ("q_values", "float32", [-1, 4])
     assert info.stack_bytes == contract.STACK_BYTES
     assert info.max_stacks_per_request == 64
-    assert dict(info.metadata) == policy.metadata
+    # What a client needs of the metadata, not all of it: no parity fingerprint (~11 KB in a real model).
+    assert dict(info.metadata) == {key: value for key, value in policy.metadata.items() if key in CLIENT_METADATA}
+    assert contract.META_FINGERPRINT not in info.metadata and info.metadata[contract.META_CONTRACT]
+    assert info.ByteSize() < 2048
 
 
 @pytest.mark.parametrize(
@@ -102,7 +106,7 @@ def test_oversized_message_is_resource_exhausted(server: ServerThread, client: A
 def test_expired_deadline_is_deadline_exceeded(onnx_model_path: Path, policy: OnnxPolicy) -> None:
     # A forward pass of 0.5 s: a fast server can otherwise answer before a busy client's deadline timer fires.
     slow = SlowPolicy(policy, delay_s=0.5)
-    running = ServerThread(config_for(onnx_model_path, inline_gap_ms=None), lambda config: slow)
+    running = ServerThread(config_for(onnx_model_path, inline_gap_ms=-1), lambda config: slow)
     try:
         frames = contract.frames_to_bytes(random_stacks(1))
         with pytest.raises(grpc.RpcError) as caught:
@@ -115,9 +119,9 @@ def test_expired_deadline_is_deadline_exceeded(onnx_model_path: Path, policy: On
 
 
 def test_health_and_reflection(server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
-    assert healthcheck.main(["--target", server.target]) == 0  # the container's probe
+    assert healthcheck.main(["--server", server.target]) == 0  # the container's probe
     assert capsys.readouterr().out.strip() == f"{server.target}: SERVING"
-    assert healthcheck.main(["--target", "127.0.0.1:1", "--timeout", "0.5"]) == 1
+    assert healthcheck.main(["--target", "127.0.0.1:1", "--timeout", "0.5"]) == 1  # the old spelling too
     channel = grpc.insecure_channel(server.target)
     health = health_pb2_grpc.HealthStub(channel)
     for service in ("", "breakout.v1.AgentService"):
@@ -142,7 +146,7 @@ def test_health_and_reflection(server: ServerThread, capsys: pytest.CaptureFixtu
 def test_deadline_expiring_in_the_queue(onnx_model_path: Path, policy: OnnxPolicy) -> None:
     """A call whose deadline passes while it waits is DEADLINE_EXCEEDED and never reaches the model."""
     slow = SlowPolicy(policy, delay_s=0.4)
-    running = ServerThread(config_for(onnx_model_path, max_batch=1, inline_gap_ms=None), lambda config: slow)
+    running = ServerThread(config_for(onnx_model_path, max_batch=1, inline_gap_ms=-1), lambda config: slow)
     try:
         stub = stub_for(running.target)
         busy = stub.GetAction.future(agent_pb2.GetActionRequest(frames=bytes(contract.STACK_BYTES)), timeout=30)
@@ -164,8 +168,8 @@ def test_deadline_expiring_in_the_queue(onnx_model_path: Path, policy: OnnxPolic
 def test_concurrency_limit_is_resource_exhausted(onnx_model_path: Path, policy: OnnxPolicy) -> None:
     slow = SlowPolicy(policy, delay_s=0.3)
     # The global limit: client_share=1.0 lets this one client take all of it.
-    running = ServerThread(config_for(onnx_model_path, max_batch=1, max_concurrent=2, inline_gap_ms=None,
-                                      client_share=1.0), lambda config: slow)
+    running = ServerThread(config_for(onnx_model_path, max_batch=1, max_in_flight=2, inline_gap_ms=-1,
+                                      client_share=1.0, max_queue_wait_ms=60_000), lambda config: slow)
     try:
         stub = stub_for(running.target)
         request = agent_pb2.GetActionRequest(frames=bytes(contract.STACK_BYTES))
@@ -177,10 +181,11 @@ def test_concurrency_limit_is_resource_exhausted(onnx_model_path: Path, policy: 
                 codes.append(grpc.StatusCode.OK)
             except grpc.RpcError as error:
                 codes.append(error.code())
-                assert "limit 2" in error.details()
+                assert error.details() == ("server busy: --max-in-flight 2 requests are being answered; retry "
+                                           "with backoff")
         assert codes.count(grpc.StatusCode.OK) == 2
         assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 4
-        assert running.server.servicer.rejected == 4
+        assert metric(running, "breakout_dqn_refusals_total", {"reason": "capacity"}, 4) == 4
         with AgentClient(running.target, timeout=30) as agent:
             assert_still_serving(agent, policy)
     finally:
@@ -199,7 +204,7 @@ def test_not_serving_until_the_model_is_loaded(onnx_model_path: Path, policy: On
         with AgentClient(running.target, timeout=10) as agent:
             assert agent.health() == "NOT_SERVING"
             assert agent.health("") == "NOT_SERVING"
-            assert healthcheck.main(["--target", running.target]) == 1
+            assert healthcheck.main(["--server", running.target]) == 1
             for call in (lambda: agent.get_action(random_stacks(1)), agent.model_info):
                 with pytest.raises(grpc.RpcError) as caught:
                     call()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 from pathlib import Path
@@ -60,8 +61,8 @@ def test_tls_serves_its_clients_and_refuses_failed_handshakes(onnx_model_path: P
         assert refused(running.target, other_ca) == grpc.StatusCode.UNAVAILABLE
         assert refused(running.target, tls_client(certificates, server_name="elsewhere")) == grpc.StatusCode.UNAVAILABLE
 
-        assert healthcheck.main(["--target", running.target, "--tls-ca", str(certificates["ca"])]) == 0
-        assert healthcheck.main(["--target", running.target, "--timeout", "2"]) == 1  # plaintext probe
+        assert healthcheck.main(["--server", running.target, "--tls-ca", str(certificates["ca"])]) == 0
+        assert healthcheck.main(["--server", running.target, "--timeout", "2"]) == 1  # plaintext probe
         assert "UNAVAILABLE" in capsys.readouterr().out
         with AgentClient(running.target, timeout=30, security=tls_client(certificates)) as agent:
             np.testing.assert_array_equal(agent.get_action(frames), policy.act(frames))  # still serving
@@ -83,7 +84,7 @@ def test_mutual_tls_admits_only_clients_with_a_certificate_from_the_client_ca(
         frames = random_stacks(2, seed=6)
         with AgentClient(running.target, timeout=30, security=member) as agent:
             np.testing.assert_array_equal(agent.get_action(frames), policy.act(frames))
-        probe = ["--target", running.target, "--tls-ca", str(certificates["ca"])]
+        probe = ["--server", running.target, "--tls-ca", str(certificates["ca"])]
         assert healthcheck.main(probe) == 1
         assert healthcheck.main([*probe, "--tls-cert", str(certificates["client.crt"]),
                                  "--tls-key", str(certificates["client.key"])]) == 0
@@ -107,7 +108,7 @@ def test_a_token_is_required_on_every_call_but_health_checks(onnx_model_path: Pa
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
         assert health.status == health_pb2.HealthCheckResponse.SERVING  # probes carry no token
-        assert healthcheck.main(["--target", running.target]) == 0
+        assert healthcheck.main(["--server", running.target]) == 0
 
         frames = random_stacks(2, seed=8)
         with AgentClient(running.target, timeout=30, security=ClientSecurity(token=TOKEN)) as agent:
@@ -115,7 +116,7 @@ def test_a_token_is_required_on_every_call_but_health_checks(onnx_model_path: Pa
             with agent.stream() as session:
                 np.testing.assert_array_equal(session.get_action(frames), policy.act(frames))
             assert agent.model_info().model_version == policy.version
-        assert running.server.servicer.shares.held == {}
+        assert running.server.admission.open_calls == 0
     finally:
         running.stop()
 
@@ -145,7 +146,7 @@ def write(path: Path, text: str) -> Path:
 
 @pytest.mark.parametrize("case", ["key without cert", "cert without key", "client CA without TLS", "missing file",
                                   "key of another certificate", "not PEM", "empty token file", "token with a space",
-                                  "bad client CA"])
+                                  "bad client CA", "short token", "tokens file line", "subjects without mutual TLS"])
 def test_bad_tls_and_token_settings_stop_serve_at_start_with_one_line(
         case: str, onnx_model_path: Path, certificates: dict[str, Path], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -168,6 +169,12 @@ def test_bad_tls_and_token_settings_stop_serve_at_start_with_one_line(
         "bad client CA": (["--tls-cert", cert, "--tls-key", key, "--tls-client-ca",
                            str(write(tmp_path / "ca.pem", "junk\n"))],
                           f"--tls-client-ca: {tmp_path / 'ca.pem'} holds no PEM certificate"),
+        "short token": (["--auth-token-file", str(write(tmp_path / "short-token", "x"))],
+                        "has 1 characters; a server takes at least 16"),
+        "tokens file line": (["--tokens-file", str(write(tmp_path / "tokens", "# names\nalice\n"))],
+                             f"--tokens-file {tmp_path / 'tokens'}:2: expected 'NAME TOKEN', got 1 fields"),
+        "subjects without mutual TLS": (["--tls-client-subjects", str(write(tmp_path / "subjects", "CN=a\n"))],
+                                        "--tls-client-subjects needs --tls-client-ca"),
     }[case]
     assert server.main(["--model", str(onnx_model_path), "--port", "0", *flags]) == 2
     err = capsys.readouterr().err
@@ -193,7 +200,7 @@ def test_the_token_may_come_from_the_environment(onnx_model_path: Path, policy: 
 
     monkeypatch.setenv(AUTH_TOKEN_ENV, TOKEN)
     assert read_token(None) == TOKEN
-    assert server.parse_args([]).auth_token_file is None
+    assert server.build_parser().parse_args([]) == argparse.Namespace()  # nothing set: the variable is read
     args = play.build_parser().parse_args([])
     from breakout_dqn.serving.security import client_security_from_args
 

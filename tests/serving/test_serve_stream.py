@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from serving_helpers import ServerThread, SlowPolicy, config_for, random_stacks
+from serving_helpers import ServerThread, SlowPolicy, config_for, metric, random_stacks
 
 from breakout.v1 import agent_pb2
 from breakout_dqn.onnx_model import OnnxPolicy
@@ -44,7 +44,7 @@ def test_a_malformed_request_ends_its_stream_only(server: ServerThread, client: 
         frames = random_stacks(3, seed=5)
         np.testing.assert_array_equal(fresh.get_action(frames), policy.act(frames))
     np.testing.assert_array_equal(client.get_action(frames), policy.act(frames))
-    assert server.server.servicer.streams == 0  # the failed stream was released
+    assert server.server.admission.sessions == 0  # the failed stream was released
 
 
 def test_concurrent_streams_each_get_their_own_answers(server: ServerThread, policy: OnnxPolicy) -> None:
@@ -64,8 +64,8 @@ def test_concurrent_streams_each_get_their_own_answers(server: ServerThread, pol
     assert server.stats.requests - before == games * steps
 
 
-def test_streams_count_against_the_concurrency_limit(onnx_model_path: Path, policy: OnnxPolicy) -> None:
-    running = ServerThread(config_for(onnx_model_path, max_concurrent=2, client_share=1.0))  # the global limit
+def test_streams_count_against_max_streams_and_unary_calls_do_not(onnx_model_path: Path, policy: OnnxPolicy) -> None:
+    running = ServerThread(config_for(onnx_model_path, max_streams=2, client_stream_share=1.0))
     try:
         with AgentClient(running.target, timeout=30) as agent:
             first, second = agent.stream(), agent.stream()
@@ -75,51 +75,52 @@ def test_streams_count_against_the_concurrency_limit(onnx_model_path: Path, poli
             with pytest.raises(grpc.RpcError) as caught:
                 agent.stream().get_action(frames)
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "limit 2" in caught.value.details()
-            with pytest.raises(grpc.RpcError) as caught:  # unary calls share the limit
-                agent.get_action(frames)
-            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert caught.value.details().startswith("server busy: --max-streams 2 streams are open")
+            # GetAction is work, not a stream: admitted while every stream is taken
+            np.testing.assert_array_equal(agent.get_action(frames), policy.act(frames))
             first.close()
             deadline = time.monotonic() + 10
-            while running.server.servicer.streams > 1 and time.monotonic() < deadline:
+            while running.server.admission.sessions > 1 and time.monotonic() < deadline:
                 time.sleep(0.01)
-            np.testing.assert_array_equal(agent.get_action(frames), policy.act(frames))
+            with agent.stream() as third:
+                np.testing.assert_array_equal(third.get_action(frames), policy.act(frames))
             second.close()
     finally:
         running.stop()
 
 
-def test_a_stream_answering_a_request_counts_once(onnx_model_path: Path, policy: OnnxPolicy) -> None:
+def test_a_stream_holds_a_work_slot_only_while_answering(onnx_model_path: Path, policy: OnnxPolicy) -> None:
     slow = SlowPolicy(policy, delay_s=0.5)
-    running = ServerThread(config_for(onnx_model_path, max_concurrent=2, inline_gap_ms=None, client_share=1.0),
-                           lambda config: slow)
-    servicer = running.server.servicer
+    running = ServerThread(config_for(onnx_model_path, max_in_flight=2, inline_gap_ms=-1, client_share=1.0,
+                                      max_queue_wait_ms=60_000), lambda config: slow)
+    admission = running.server.admission
     try:
         with AgentClient(running.target, timeout=30) as agent, agent.stream() as session, \
-                concurrent.futures.ThreadPoolExecutor(2) as pool:
+                agent.stream() as idle, concurrent.futures.ThreadPoolExecutor(2) as pool:
             frames = random_stacks(1)
+            idle.get_action(frames)  # answered, now idle: holds a stream, no work
             busy = pool.submit(session.get_action, frames)  # the stream is mid-request for 0.5 s
             deadline = time.monotonic() + 10
-            while servicer.in_flight < 1 and time.monotonic() < deadline:
+            while admission.in_flight < 1 and time.monotonic() < deadline:
                 time.sleep(0.005)
-            assert servicer.in_flight == 1 and servicer.streams == 1
-            unary = pool.submit(agent.get_action, frames)  # 1 stream + 1 call = the limit: admitted
-            while servicer.in_flight < 2 and not unary.done() and time.monotonic() < deadline:
+            assert admission.in_flight == 1 and admission.sessions == 2
+            unary = pool.submit(agent.get_action, frames)  # 1 stream request + 1 call = the limit: admitted
+            while admission.in_flight < 2 and not unary.done() and time.monotonic() < deadline:
                 time.sleep(0.005)
             with pytest.raises(grpc.RpcError) as caught:  # a third one is past the limit
                 agent.get_action(frames)
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "2 calls in flight (limit 2)" in caught.value.details()
+            assert "--max-in-flight 2 requests are being answered" in caught.value.details()
             np.testing.assert_array_equal(unary.result(), policy.act(frames))
             np.testing.assert_array_equal(busy.result(), policy.act(frames))
-        assert servicer.rejected == 1
+        assert metric(running, "breakout_dqn_refusals_total", {"reason": "capacity"}, 1) == 1
     finally:
         running.stop()
 
 
 def test_the_stream_deadline_covers_the_whole_stream(onnx_model_path: Path, policy: OnnxPolicy) -> None:
     slow = SlowPolicy(policy, delay_s=0.2)
-    running = ServerThread(config_for(onnx_model_path, inline_gap_ms=None), lambda config: slow)
+    running = ServerThread(config_for(onnx_model_path, inline_gap_ms=-1), lambda config: slow)
     try:
         with AgentClient(running.target, timeout=30) as agent:
             session = agent.stream(timeout=0.5)
