@@ -27,7 +27,7 @@ COMMANDS = {
 EXTRA_OF = {
     **dict.fromkeys(("tensorflow", "keras", "tf2onnx", "onnx", "tqdm", "tensorboardX", "matplotlib"), "train"),
     **dict.fromkeys(("gymnasium", "ale_py", "imageio", "imageio_ffmpeg"), "game"),
-    **dict.fromkeys(("onnxruntime", "grpc", "grpc_health", "grpc_reflection", "google"), "serve"),
+    **dict.fromkeys(("onnxruntime", "grpc", "grpc_health", "grpc_reflection", "google", "prometheus_client"), "serve"),
 }
 
 
