@@ -8,6 +8,8 @@ Markdown. A service, message, field or value added to the proto appears here wit
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tempfile
 import textwrap
 from pathlib import Path
@@ -29,14 +31,16 @@ MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
 
 def compile_descriptor(proto_root: Path, proto_file: str) -> descriptor_pb2.FileDescriptorProto:
     """``proto_file`` (relative to ``proto_root``) compiled with its source info (comments, positions)."""
-    from grpc_tools import protoc  # grpcio-tools: the dev extra's pinned generator
-
+    # grpcio-tools (the dev extra's pinned generator), in a child process: protoc run in-process
+    # segfaulted in a test worker that had loaded grpc and jaxlib before it (CI of 2026-12-07).
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "descriptor.pb"
-        status = protoc.main(["protoc", f"-I{proto_root}", "--include_source_info",
-                              f"--descriptor_set_out={out}", str(proto_root / proto_file)])
-        if status != 0:
-            raise RuntimeError(f"protoc could not compile {proto_root / proto_file} (exit {status})")
+        command = [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_root}", "--include_source_info",
+                   f"--descriptor_set_out={out}", str(proto_root / proto_file)]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"protoc could not compile {proto_root / proto_file} "
+                               f"(exit {result.returncode}): {result.stderr.strip()}")
         descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
     return descriptor_set.file[0]
 
