@@ -16,13 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason=".ci/run runs the container smoke only as root")
 
 
-def fake_checkout(tmp_path: Path, smoke: str, install_exit: int = 0) -> dict[str, str]:
+def fake_checkout(tmp_path: Path, smoke: str, install_exit: int = 0, pytest_exit: int = 0) -> dict[str, str]:
     """A checkout holding the real .ci/run, ``smoke`` as scripts/container-smoke.sh, and tools that pass."""
     (tmp_path / ".ci").mkdir()
     (tmp_path / ".ci" / "run").write_text((ROOT / ".ci" / "run").read_text())
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "container-smoke.sh").write_text(smoke)
-    for script in ("gen_protos.sh", "check-k8s.sh"):
+    for script in ("gen_protos.sh", "check-k8s.sh", "typecheck.sh"):
         (tmp_path / "scripts" / script).write_text("exit 0\n")
     (tmp_path / "examples" / "node").mkdir(parents=True)
     tools = tmp_path / "tools"
@@ -35,7 +35,8 @@ def fake_checkout(tmp_path: Path, smoke: str, install_exit: int = 0) -> dict[str
     # python3 -m venv .venv: an activate script that keeps these tools first on PATH.
     tool("python3", f'mkdir -p .venv/bin && echo "PATH={tools}:$PATH" > .venv/bin/activate\n')
     # python -m pip ... (the install) and python -m pytest -q (the tests: a summary line).
-    tool("python", f'case "$*" in *pytest*) echo "3 passed in 0.01s";; *pip*) exit {install_exit};; esac\n')
+    tool("python", f'case "$*" in *pytest*) echo "3 passed in 0.01s"; exit {pytest_exit};; '
+                   f'*pip*) exit {install_exit};; esac\n')
     for name in ("ruff", "mypy", "hadolint", "npm", "mkdocs"):
         tool(name, "exit 0\n")
     environment = {key: value for key, value in os.environ.items() if key != "SKIP_CONTAINER_SMOKE"}
@@ -62,6 +63,13 @@ def test_all_green_needs_the_smoke_too_and_its_log_comes_after_the_tests(tmp_pat
     assert "podman: no such image" in failed.stdout
     assert "ci: container smoke FAILED (exit 5)" in failed.stdout
     assert "all green" not in failed.stdout
+
+
+def test_tests_stopped_by_their_time_limit_fail_ci_and_say_so(tmp_path: Path) -> None:
+    result = run_ci(tmp_path, fake_checkout(tmp_path, "exit 0\n", pytest_exit=124))  # timeout's status
+    assert result.returncode == 1
+    assert "ci: the tests did not finish within 40 minutes (stopped)" in result.stdout
+    assert "all green" not in result.stdout
 
 
 def test_a_failing_install_fails_ci_at_once_and_stops_the_smoke_still_running(tmp_path: Path) -> None:

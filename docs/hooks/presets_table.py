@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 # Settings that say where and how a run is kept, not what it learns: left out of the comparison.
@@ -17,26 +16,34 @@ def shown(value: Any) -> str:
     return "unset" if value is None else str(value)
 
 
+NOT_APPLICABLE = "—"  # the preset's algorithm has no such setting (a PQN preset's replay size)
+
+
 def render_presets_table() -> str:
-    """Markdown: one row per setting on which the presets differ, one column per preset, with the flag's help."""
-    from breakout_dqn.training.config import PRESETS, TrainConfig, resolve
+    """Markdown: one row per setting on which the presets differ, one column per preset, with the flag's help.
+
+    Settings of every algorithm (``all_fields``): a DQN-only setting reads "—" under a PQN preset.
+    """
+    from breakout_dqn.training.config import PRESETS, all_fields, flag, resolve
 
     names = ["default", *sorted(name for name in PRESETS if name != "default")]
     resolved = {name: resolve({"preset": name}) for name in names}
+    settings = [setting for name, setting in all_fields().items() if name not in BOOKKEEPING]
+
+    def values(setting_name: str) -> list[str]:
+        return [shown(getattr(resolved[name], setting_name)) if hasattr(resolved[name], setting_name)
+                else NOT_APPLICABLE for name in names]
+
     header = "| setting (flag) | " + " | ".join(f"`{name}`" for name in names) + " | what it is |"
     lines = [header, "|---|" + "---|" * len(names) + "---|"]
-    for setting in fields(TrainConfig):
-        if setting.name in BOOKKEEPING:
+    same = []
+    for setting in settings:
+        row = values(setting.name)
+        if len(set(row)) == 1:
+            same.append(f"`{flag(setting.name)}` {row[0]}")
             continue
-        values = [getattr(resolved[name], setting.name) for name in names]
-        if len({repr(value) for value in values}) == 1:
-            continue
-        flag = "--" + setting.name.replace("_", "-")
         help_text = " ".join(setting.metadata.get("help", "").split()).replace("|", "\\|")
-        lines.append(f"| `{flag}` | " + " | ".join(shown(value) for value in values) + f" | {help_text} |")
-    same = [f"`--{setting.name.replace('_', '-')}` {shown(getattr(resolved['default'], setting.name))}"
-            for setting in fields(TrainConfig)
-            if setting.name not in BOOKKEEPING
-            and len({repr(getattr(resolved[name], setting.name)) for name in names}) == 1]
-    lines += ["", "The same in every preset: " + ", ".join(same) + "."]
+        lines.append(f"| `{flag(setting.name)}` | " + " | ".join(row) + f" | {help_text} |")
+    lines += ["", f"{NOT_APPLICABLE}: the preset's algorithm has no such setting. "
+              "The same in every preset: " + ", ".join(same) + "."]
     return "\n".join(lines) + "\n"

@@ -164,12 +164,12 @@ def test_serving_probes_ports_and_grace_match_the_server() -> None:
         assert serve[probe]["grpc"]["port"] == DEFAULT_PORT, probe
     assert serve["startupProbe"]["grpc"]["service"] == serve["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
     args = parse(command_line(spec, serve, objects))
-    drain = serve["lifecycle"]["preStop"]["sleep"]["seconds"] + args.grace
+    drain = serve["lifecycle"]["preStop"]["sleep"]["seconds"] + args.grace_s
     assert spec["terminationGracePeriodSeconds"] >= drain + 10, (spec["terminationGracePeriodSeconds"], drain)
     # Clients reconnect (and reach replicas the autoscaler added) well within the scale-down period.
     hpa = find(objects, "HorizontalPodAutoscaler", "breakout-dqn-serve")
-    assert 0 < args.max_connection_age + args.max_connection_age_grace <= hpa["spec"]["behavior"]["scaleDown"][
-        "stabilizationWindowSeconds"], (args.max_connection_age, args.max_connection_age_grace)
+    assert 0 < args.max_connection_age_s + args.max_connection_age_grace_s <= hpa["spec"]["behavior"]["scaleDown"][
+        "stabilizationWindowSeconds"], (args.max_connection_age_s, args.max_connection_age_grace_s)
 
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     selector = deployment["spec"]["selector"]["matchLabels"]

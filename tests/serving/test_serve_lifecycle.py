@@ -129,7 +129,7 @@ def stripped_model(onnx_model_path: Path, tmp_path: Path, **metadata: str) -> Pa
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({contract.META_CONTRACT: ""}, "lacks ['breakout_dqn.contract']"),
+        ({contract.META_CONTRACT: ""}, "missing breakout_dqn.contract (export it with `breakout-dqn export`"),
         ({contract.META_SERVE_POLICY: "agent-presses-fire"}, "breakout_dqn.serve_policy='agent-presses-fire'"),
         ({contract.META_ACTIONS: "NOOP,FIRE,LEFT,RIGHT"}, "breakout_dqn.action_meanings"),
     ],
