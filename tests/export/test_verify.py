@@ -155,6 +155,19 @@ def test_min_score_plays_games_and_gates_on_the_mean(exported_onnx: Path, capsys
     assert result["score"]["mean"] < 500
 
 
+@pytest.mark.slow  # plays full games
+def test_episodes_without_min_score_plays_and_reports_the_games_and_gates_nothing(
+        exported_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, result, _ = run(capsys, str(exported_onnx), "--episodes", "2")
+    assert code == 0 and result["score"]["episodes"] == 2 and len(result["score"]["scores"]) == 2
+    (score_check,) = [check for check in result["checks"] if check["name"] == "score"]
+    assert score_check["ok"] and "2 games (no --min-score)" in score_check["detail"]
+    report = tmp_path / "verify.json"  # --json PATH writes the same report to a file, stdout stays text
+    assert breakout_cli.main(["verify", str(exported_onnx), "--episodes", "2", "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["score"]["episodes"] == 2
+    assert capsys.readouterr().out.strip().endswith("OK (exit 0)")
+
+
 def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         verify.main(["--help"])
