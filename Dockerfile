@@ -37,6 +37,9 @@ RUN mkdir -p breakout/v1 breakout_dqn training/learners export serving models \
  && touch README.md breakout/__init__.py && echo "__version__ = \"0\"" > breakout_dqn/__init__.py
 # `serve` binds all interfaces in a container (its host default is 127.0.0.1) and the HEALTHCHECK
 # probes $BREAKOUT_DQN_PORT: change the port with `-e BREAKOUT_DQN_PORT=N`, not `--port`.
+# Once installed, the source folders go: in /opt/breakout-dqn, `python -m breakout_dqn...` (the
+# HEALTHCHECK) would import the uninstalled breakout_dqn/ from the working directory, which lacks the
+# stages pyproject.toml maps into it. models/ stays: $BREAKOUT_DQN_MODEL points there.
 ENV BREAKOUT_DQN_MODEL=/opt/breakout-dqn/models/breakout-dqn.onnx \
     BREAKOUT_DQN_HOST=0.0.0.0 \
     BREAKOUT_DQN_PORT=50051
@@ -57,6 +60,7 @@ RUN pip install --no-compile --constraint requirements/constraints.txt ".[serve]
  && pip uninstall -y breakout-dqn && rm -rf build ./*.egg-info breakout_dqn breakout training export serving models README.md
 COPY --from=source /src ./
 RUN pip install --no-compile --no-deps . \
+ && rm -rf build breakout_dqn breakout training export serving \
  && (pip uninstall -y pip setuptools >/dev/null 2>&1 || true)
 USER 10001:10001
 VOLUME ["/models"]
@@ -74,7 +78,7 @@ FROM base AS train-gpu
 RUN pip install --constraint requirements/constraints.txt ".[gpu]" \
  && pip uninstall -y breakout-dqn && rm -rf build ./*.egg-info breakout_dqn breakout training export serving models README.md
 COPY --from=source /src ./
-RUN pip install --no-deps .
+RUN pip install --no-deps . && rm -rf build breakout_dqn breakout training export serving
 USER 10001:10001
 VOLUME ["/models"]
 # Runs go to the volume by default (train --out runs/breakout -> /models/runs/breakout): the root is read-only.
@@ -88,7 +92,7 @@ FROM base AS train
 RUN pip install --constraint requirements/constraints.txt ".[train]" \
  && pip uninstall -y breakout-dqn && rm -rf build ./*.egg-info breakout_dqn breakout training export serving models README.md
 COPY --from=source /src ./
-RUN pip install --no-deps .
+RUN pip install --no-deps . && rm -rf build breakout_dqn breakout training export serving
 USER 10001:10001
 VOLUME ["/models"]
 # Runs go to the volume by default (train --out runs/breakout -> /models/runs/breakout): the root is read-only.
