@@ -111,3 +111,16 @@ def test_each_image_installs_its_dependencies_before_its_code() -> None:
     mapped = set(installed_layout.package_dirs().values())
     assert mapped == {"training", "export", "serving", "models"}
     assert {"pyproject.toml", "README.md", "breakout_dqn", "breakout", *mapped} <= sources
+
+
+def test_no_image_keeps_the_unmapped_source_beside_the_installed_package() -> None:
+    # `python -m breakout_dqn...` (the serve image's HEALTHCHECK) puts the working directory first on
+    # sys.path: a breakout_dqn/ folder left there, without the stages pyproject.toml maps into it,
+    # would shadow the installed package (the container smoke failed on it, 2026-12-07).
+    stages = dockerfile_stages()
+    for target in ("serve", "train", "train-gpu"):
+        (install,) = [line for line in stages[target] if re.search(r"pip install .*--no-deps \.( |$)", line)]
+        removed = re.search(r"rm -rf ([^&]+)", install)
+        assert removed, target
+        assert {"breakout_dqn", "breakout", "training", "export", "serving"} <= set(removed.group(1).split()), target
+        assert "models" not in removed.group(1).split(), target  # $BREAKOUT_DQN_MODEL points into it
