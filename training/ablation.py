@@ -93,7 +93,7 @@ def load_record(path: Path, eval_name: str) -> Record:
         raise AblationError(f"{path / 'config.json'}: not JSON ({error})") from None
     metrics = read_metrics(path / "metrics.jsonl")
     train_steps = [int(r["step"]) for r in metrics if r.get("type") == "train"]
-    config = with_compute_path_taken(config, {str(r["compute"]) for r in metrics
+    config = with_compute_path_taken(comparable(config), {str(r["compute"]) for r in metrics
                                               if r.get("type") == "train" and r.get("compute")})
     games = [(int(r["step"]), float(r["score"])) for r in metrics if r.get("type") == "game"]
     eval_mean = eval_std = None
@@ -107,6 +107,26 @@ def load_record(path: Path, eval_name: str) -> Record:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise AblationError(f"{eval_path}: not an evaluation record ({error!r})") from None
     return Record(path.name, config, max(train_steps, default=0), games, eval_mean, eval_std, eval_games)
+
+
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` in today's names, with its algorithm's settings only, each one it lacks at its default.
+
+    Records written before a rename (``max_frames_per_episode``), before the settings were split per
+    algorithm (a DQN record holding PQN's ``rollout_steps``) or before a setting existed (``backend``)
+    then differ from a newer record only where the runs did.
+    """
+    from breakout_dqn.training.config import CONFIGS, RENAMED, DQNConfig
+
+    data = {RENAMED.get(key, key): value for key, value in config.items()}
+    config_class = CONFIGS.get(str(data.get("algorithm", "dqn")), DQNConfig)
+    settings = {}
+    for setting in dataclasses.fields(config_class):
+        if setting.name in data:
+            settings[setting.name] = data[setting.name]
+        elif setting.default is not dataclasses.MISSING:
+            settings[setting.name] = setting.default
+    return settings
 
 
 def with_compute_path_taken(config: dict[str, Any], paths: set[str]) -> dict[str, Any]:

@@ -72,6 +72,21 @@ def test_clear_win_joins_and_names_its_one_change(tmp_path, baseline, capsys):
     assert row(out, "baseline") == "| baseline | (baseline) | 90.0 | 90.0 +- 1.7 | | | |"
 
 
+def test_a_record_from_before_a_rename_or_the_per_algorithm_settings_differs_only_where_the_runs_did(
+        tmp_path, baseline, capsys):
+    # As written before the config split: the frame cap's old name, PQN's settings in a DQN record,
+    # no backend or device (added later, at the defaults those runs had).
+    old = write_record(tmp_path, "old", config={"max_frames_per_episode": 108_000, "rollout_steps": 32,
+                                                "q_lambda": 0.65, "batch_size": 32, "train_frequency": 4},
+                       game_scores=[90.0] * 100, eval_scores=spread(90.0, 30.0))
+    new = write_record(tmp_path, "new", config={"max_frames": 108_000, "backend": "auto", "device": "auto",
+                                                "batch_size": 64, "train_frequency": 8},
+                       game_scores=[90.0] * 100, eval_scores=spread(90.0, 30.0))
+    status, out, _ = run(capsys, old, new)
+    assert status == 0
+    assert row(out, "new").startswith("| new | batch_size 32 -> 64; train_frequency 4 -> 8 | 90.0 |")
+
+
 def test_gap_inside_two_standard_errors_stays_out(tmp_path, baseline, capsys):
     close = write_record(tmp_path, "ablation-double", config={"double_dqn": True}, game_scores=[95.0] * 100,
                          eval_scores=spread(94.0, 30.0))
@@ -147,7 +162,7 @@ def test_a_compute_path_change_is_judged_on_whether_it_costs_score(tmp_path, bas
                          game_scores=[95.0] * 100, eval_scores=spread(86.0, 30.0))
     status, out, _ = run(capsys, baseline, same, worse, mixed)
     assert status == 0
-    assert row(out, "bf16") == ("| bf16 | precision None -> 'bfloat16'; xla None -> False | 70.0 | 86.0 +- 1.7 "
+    assert row(out, "bf16") == ("| bf16 | precision 'auto' -> 'bfloat16'; xla None -> False | 70.0 | 86.0 +- 1.7 "
                                 "| -4.0 | 4.9 | costs no score (gap -4.0 is within -4.9) |")
     assert "| costs score (gap -6.0 is below -4.9) |" in row(out, "bf16-worse")
     assert "stays out (evaluation gap -4.0 is not above 4.9)" in row(out, "bf16-nstep")  # not only compute
