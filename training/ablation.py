@@ -116,17 +116,9 @@ def comparable(config: dict[str, Any]) -> dict[str, Any]:
     algorithm (a DQN record holding PQN's ``rollout_steps``) or before a setting existed (``backend``)
     then differ from a newer record only where the runs did.
     """
-    from breakout_dqn.training.config import CONFIGS, RENAMED, DQNConfig
+    from breakout_dqn.training.config import config_from_json
 
-    data = {RENAMED.get(key, key): value for key, value in config.items()}
-    config_class = CONFIGS.get(str(data.get("algorithm", "dqn")), DQNConfig)
-    settings = {}
-    for setting in dataclasses.fields(config_class):
-        if setting.name in data:
-            settings[setting.name] = data[setting.name]
-        elif setting.default is not dataclasses.MISSING:
-            settings[setting.name] = setting.default
-    return settings
+    return config_from_json(config).to_json()
 
 
 def with_compute_path_taken(config: dict[str, Any], paths: set[str]) -> dict[str, Any]:
