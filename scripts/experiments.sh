@@ -66,6 +66,11 @@ QUEUE=(
   # dueling baseline at 1M
   "ablation-dueling-batch64|1000000|--preset default --seed 1 --precision bfloat16 --batch-size 64 --train-frequency 8"
   "pqn-eps01-s1|10000000|--preset pqn --seed 1 --epsilon-end 0.01|pqn-eps01-s1-10m"
+  # PQN trained at the evaluation's own epsilon, 0.05 (one change against results/pqn-s1-5m, and
+  # against pqn-eps01-s1-5m at the same steps): does the ~110-point gap between the last-100 training
+  # mean and the 300-game evaluation close when training plays the evaluation's games?
+  "pqn-eps05-s1|5000000|--preset pqn --seed 1 --epsilon-end 0.05|pqn-eps05-s1-5m"
+  "pqn-eps05-s1|10000000|--preset pqn --seed 1 --epsilon-end 0.05|pqn-eps05-s1-10m"
 )
 if [ -n "${QUEUE_FILE:-}" ]; then
   mapfile -t QUEUE < <(grep -Ev '^[[:space:]]*(#|$)' "$QUEUE_FILE")

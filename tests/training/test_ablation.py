@@ -103,6 +103,20 @@ def test_lower_training_curve_stays_out_even_with_a_better_evaluation(tmp_path, 
     assert "stays out (last-100 mean 89.0 is below the baseline's 90.0)" in row(out, "ablation-dueling")
 
 
+@pytest.mark.parametrize("evaluation, verdict", [
+    (120.0, "joins (on the evaluation alone: epsilon_end changes the training games)"),
+    (92.0, "stays out (evaluation gap +2.0 is not above 4.9) (on the evaluation alone: epsilon_end changes "
+           "the training games)"),
+])
+def test_an_exploration_change_is_judged_on_the_evaluation_alone(tmp_path, baseline, capsys, evaluation, verdict):
+    # Trained at a higher epsilon its training games score lower (60 against 90) for the random actions
+    # alone; the last-100 leg would wrongly keep it out.
+    noisier = write_record(tmp_path, "eps05", config={"epsilon_end": 0.05}, game_scores=[60.0] * 100,
+                           eval_scores=spread(evaluation, 30.0))
+    _, out, _ = run(capsys, baseline, noisier)
+    assert row(out, "eps05").endswith(f"| {verdict} |")
+
+
 def test_games_after_the_baseline_step_do_not_count(tmp_path, baseline, capsys):
     # At step 1000 its last 100 games average 85 (below 90); the 100 games of 500 after it must not lift it.
     longer = write_record(tmp_path, "ablation-longer", config={"n_step": 3}, game_scores=[85.0] * 100,
