@@ -14,6 +14,11 @@ from breakout_dqn.training.config import TrainConfig
 RESTART_OPENING_STEPS = 30
 
 
+# The settings epsilon_at reads. Runs that differ in one play other training games (the ablation rule
+# does not compare their training curves: training/ablation.py).
+SCHEDULE_SETTINGS = frozenset({"epsilon_start", "epsilon_end", "epsilon_decay_steps"})
+
+
 def epsilon_at(config: TrainConfig, step: int) -> float:
     """Linear decay from ``epsilon_start`` at step 0 to ``epsilon_end`` at ``epsilon_decay_steps``."""
     fraction = min(1.0, step / config.epsilon_decay_steps)
