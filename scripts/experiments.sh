@@ -19,8 +19,12 @@
 # verdict against BASELINE) and vs-baseline-steps.png (both curves). Its replay (~7 GB; its checkpoints stay) is deleted once
 # it is recorded and judged to stay out (`python -m breakout_dqn.training.ablation` against BASELINE): it
 # will not be continued. One that joins `default`, or that cannot be judged, keeps it: the new
-# default's long run continues it. Env: QUEUE_FILE (lines "name|steps|flags[|record]" instead of
-# the queue below), RUNS (where the run directories go), RESULTS (where the records go), EVAL_GAMES
+# default's long run continues it. A fifth field, SOURCE@STEP, makes the entry a fork: its run starts
+# as a copy of run SOURCE at its checkpoint STEP (replay included, so the fork continues exactly what
+# SOURCE would have), then trains with --resume so that its flags change the copied settings; the
+# source's own later entries come after its forks in the queue. A fork's replay is deleted once it
+# is recorded: forks answer one question and are not continued. Env: QUEUE_FILE (lines
+# "name|steps|flags[|record[|SOURCE@STEP]]" instead of the queue below), RUNS (where the run directories go), RESULTS (where the records go), EVAL_GAMES
 # (games in eval-<n>.json; 0: none), BASELINE (the record ablations are judged against), BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +75,15 @@ QUEUE=(
   # mean and the 300-game evaluation close when training plays the evaluation's games?
   "pqn-eps05-s1|5000000|--preset pqn --seed 1 --epsilon-end 0.05|pqn-eps05-s1-5m"
   "pqn-eps05-s1|10000000|--preset pqn --seed 1 --epsilon-end 0.05|pqn-eps05-s1-10m"
+  # Why the DQN's curve flattens from 2.4M agent steps (results/default-dueling-s1-3m): the shipped
+  # DQN's settings again to 3M (its run directory was lost), then forks of its 3M checkpoint, one
+  # change each, to 4M beside the unchanged continuation: float32 instead of bfloat16 (--precision
+  # auto picks bfloat16 on CPUs with AVX512_BF16/AMX), and the learning rate decayed linearly toward
+  # 0 (over 4M agent steps counted from 0: 0.27x the rate at the fork, ~0 at 4M).
+  "dueling-s1|3000000|--preset default --seed 1 --dueling|dueling-s1-3m"
+  "fork-dueling-f32-s1|4000000|--preset default --seed 1 --dueling --precision float32|fork-dueling-f32-s1-4m|dueling-s1@3000000"
+  "fork-dueling-lrdecay-s1|4000000|--preset default --seed 1 --dueling --learning-rate-decay-steps 4000000|fork-dueling-lrdecay-s1-4m|dueling-s1@3000000"
+  "dueling-s1|4000000|--preset default --seed 1 --dueling|dueling-s1-4m"
 )
 if [ -n "${QUEUE_FILE:-}" ]; then
   mapfile -t QUEUE < <(grep -Ev '^[[:space:]]*(#|$)' "$QUEUE_FILE")
@@ -118,7 +131,7 @@ EOF
 
 if [ "${1:-}" = --list ]; then
   for entry in "${QUEUE[@]}"; do
-    IFS='|' read -r name steps flags label <<< "$entry"
+    IFS='|' read -r name steps flags label _ <<< "$entry"
     label=${label:-$name}
     step=$(newest_step "$RUNS/$name")
     state="checkpoint at $step of $steps agent steps"
@@ -167,17 +180,42 @@ drop_replay_unless_it_joins() {  # drop_replay_unless_it_joins RUN LABEL
   esac
 }
 
+fork() {  # fork RUN SOURCE@STEP: RUN starts as a copy of run SOURCE at its newest checkpoint, STEP, once
+  local run=$1 source="$RUNS/${2%@*}" at=${2#*@} step need free
+  [ -n "$(ls -A "$run/checkpoints" 2>/dev/null)" ] && return 0  # forked before: it continues itself
+  step=$(newest_step "$source")
+  if [ "$step" != "$at" ]; then
+    echo "== $(basename "$run"): cannot fork $source at $at agent steps: its newest checkpoint is at $step" \
+      "(a fork needs the source's checkpoint and replay at $at exactly: run the source's entry to $at first)" >&2
+    return 1
+  fi
+  need=$(du -sk "$source" | cut -f1)
+  free=$(df -Pk "$RUNS" | awk 'NR == 2 {print $4}')
+  if [ "$free" -le "$need" ]; then
+    echo "== $(basename "$run"): cannot fork $source: it takes $((need / 1024)) MiB, $((free / 1024)) MiB free" >&2
+    return 1
+  fi
+  rm -rf "$run.forking"  # a copy cut short last time
+  cp -a "$source" "$run.forking" && rm -f "$run.forking/train.lock" && mv "$run.forking" "$run"
+  echo "== $(basename "$run"): forked from $source at $at agent steps"
+}
+
 for entry in "${QUEUE[@]}"; do
-  IFS='|' read -r name steps flags label <<< "$entry"
+  IFS='|' read -r name steps flags label from <<< "$entry"
   label=${label:-$name}
   run="$RUNS/$name"
   if recorded "$label" "$(newest_step "$run")" "$steps"; then
     echo "== $label: done ($RESULTS/$label)"
     continue
   fi
+  resume=(--auto-resume)
+  if [ -n "$from" ]; then
+    fork "$run" "$from" || exit 1
+    resume=(--auto-resume --resume)  # the copied settings, changed by this entry's flags
+  fi
   echo "== $(date -u +%FT%TZ) $label: $steps agent steps ($flags)"
   # shellcheck disable=SC2086  # flags are words
-  if ! "$BIN/breakout-dqn" train --out "$run" --auto-resume --steps "$steps" $flags; then
+  if ! "$BIN/breakout-dqn" train --out "$run" "${resume[@]}" --steps "$steps" $flags; then
     echo "== $name stopped before $steps steps (signal or error): run this script again to continue" >&2
     exit 1
   fi
@@ -189,6 +227,7 @@ for entry in "${QUEUE[@]}"; do
   if [ ! -f "$RESULTS/$label/eval.json" ]; then
     record "$run" "$RESULTS/$label"
     case $name in ablation-*) plot_against_baseline "$label"; drop_replay_unless_it_joins "$run" "$label" ;; esac
+    if [ -n "$from" ]; then rm -rf "$run/replay"; echo "== $label: a fork is not continued: its replay is deleted"; fi
   fi
   echo "== $label done: $RESULTS/$label"
 done

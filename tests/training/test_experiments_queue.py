@@ -241,6 +241,41 @@ def test_an_ablation_that_joins_or_cannot_be_judged_keeps_its_replay(queue) -> N
     assert not (root / "results" / "ablation-y" / "vs-baseline-steps.png").exists()
 
 
+def test_a_fork_starts_from_a_copy_of_its_source_at_that_step_and_changes_its_settings(queue) -> None:
+    run, root, log = queue
+    (root / "queue.txt").write_text("base|1000|--seed 1|base-1k\n"
+                                    "fork-x|1500|--seed 1 --precision float32|fork-x-1500|base@1000\n"
+                                    "base|1500|--seed 1|base-1500\n")
+    finished = run()
+    assert finished.returncode == 0, finished.stderr
+    assert f"== fork-x: forked from {root}/runs/base at 1000 agent steps" in finished.stdout
+    trains = [line.split(" --out ")[1] for line in log.read_text().splitlines() if line.startswith("train")]
+    assert trains == [f"{root}/runs/base --auto-resume --steps 1000 --seed 1",
+                      f"{root}/runs/fork-x --auto-resume --resume --steps 1500 --seed 1 --precision float32",
+                      f"{root}/runs/base --auto-resume --steps 1500 --seed 1"]
+    fork_checkpoints = sorted(p.name for p in (root / "runs" / "fork-x" / "checkpoints").iterdir())
+    assert fork_checkpoints == ["checkpoint-000000001000.npz", "checkpoint-000000001500.npz"]  # the copy, then its own
+    assert not (root / "runs" / "fork-x" / "replay").exists()  # recorded and not continued: deleted
+    assert "== fork-x-1500: a fork is not continued: its replay is deleted" in finished.stdout
+    assert (root / "runs" / "base" / "replay").is_dir()  # the source goes on
+    assert last_step(root / "results" / "fork-x-1500") == 1500 and last_step(root / "results" / "base-1500") == 1500
+
+    log.write_text("")
+    assert run().returncode == 0 and "train" not in log.read_text()  # recorded: neither copied nor trained again
+
+
+def test_a_fork_whose_source_is_not_at_its_step_is_refused_and_nothing_is_copied(queue) -> None:
+    run, root, log = queue
+    (root / "queue.txt").write_text("base|2000|--seed 1\n"
+                                    "fork-x|2500|--seed 1 --precision float32|fork-x-2500|base@1000\n")
+    refused = run()
+    assert refused.returncode == 1
+    assert f"cannot fork {root}/runs/base at 1000 agent steps: its newest checkpoint is at 2000" in refused.stderr
+    assert not (root / "runs" / "fork-x").exists() and not (root / "runs" / "fork-x.forking").exists()
+    assert [line for line in log.read_text().splitlines() if line.startswith("train")] == [
+        f"train --out {root}/runs/base --auto-resume --steps 2000 --seed 1"]
+
+
 def built_in_queue() -> list[tuple[str, list[str], str]]:
     """The script's own QUEUE entries: (name, flags, record name)."""
     text = SCRIPT.read_text()
