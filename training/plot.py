@@ -94,6 +94,20 @@ def to_x(records: list[dict[str, Any]], steps: np.ndarray, x_axis: str) -> np.nd
     return np.interp(steps, marks, hours)
 
 
+def published_marks(series: dict[str, Any], x_axis: str, max_x: float | None
+                    ) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """How a published series shows: (its points on the agent-step axis, up to ``max_x`` millions), or,
+    when none of them falls on the axis (the Nature DQN's 50M agent steps; any series against
+    CPU-hours, which papers do not report), its last point (agent steps, score), drawn as a level."""
+    points = np.array(series["points"], dtype=np.float64).reshape(-1, 2)
+    if x_axis == "steps":
+        shown = points[points[:, 0] <= max_x * 1e6] if max_x is not None else points
+        if len(shown):
+            return shown, None
+    final = points[np.argmax(points[:, 0])] if len(points) else None
+    return np.empty((0, 2)), None if final is None else (float(final[0]), float(final[1]))
+
+
 def compare(run_dirs: list[Path], out: Path, labels: list[str], published: Path | None, x_axis: str,
             window: int = 100, max_x: float | None = None) -> Path:
     """Several runs' curves and evaluations on one plot, with the published points beside them."""
@@ -102,7 +116,7 @@ def compare(run_dirs: list[Path], out: Path, labels: list[str], published: Path 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(9, 5.5))
+    figure, axis = plt.subplots(figsize=(10, 5.5))
     for index, (run_dir, label) in enumerate(zip(run_dirs, labels, strict=True)):
         records = read_metrics(RunDirectory(run_dir).metrics)
         color = f"C{index}"
@@ -118,14 +132,14 @@ def compare(run_dirs: list[Path], out: Path, labels: list[str], published: Path 
         axis.set_xlim(0, max_x)
     if published is not None:
         reference = json.loads(published.read_text())
-        if x_axis == "steps":
-            for index, series in enumerate(reference["series"]):
-                points = np.array([p for p in series["points"] if max_x is None or p[0] <= max_x * 1e6],
-                                  dtype=np.float64).reshape(-1, 2)
-                if not len(points):
-                    continue
+        for index, series in enumerate(reference["series"]):
+            points, final = published_marks(series, x_axis, max_x)
+            if len(points):
                 axis.plot(points[:, 0] / 1e6, points[:, 1], linestyle=":", marker="s", color=f"C{index + 5}",
                           label=f"{series['name']} (published)")
+            elif final is not None:
+                axis.axhline(final[1], color=f"C{index + 5}", linestyle=":", linewidth=1.2,
+                             label=f"{series['name']}: {final[1]:g} at {final[0] / 1e6:g}M agent steps (published)")
         for name, level in reference.get("levels", {}).items():
             axis.axhline(level, color="gray", linestyle="--", linewidth=1)
             axis.text(axis.get_xlim()[0], level, f" {name} {level}", fontsize=7, color="gray", va="bottom")
@@ -133,10 +147,10 @@ def compare(run_dirs: list[Path], out: Path, labels: list[str], published: Path 
                     "CPU-hours of training (all the trainer's threads; evaluations and pauses excluded)")
     axis.set_ylabel("Breakout score (raw)")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc="upper left")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: curves stay visible
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110)
+    figure.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(figure)
     return out
 

@@ -192,6 +192,22 @@ def test_plot_compares_runs_against_steps_or_hours_beside_published_points(tmp_p
     assert no_out.returncode == 2 and "needs --out" in no_out.stderr
 
 
+def test_a_published_series_off_the_axis_shows_as_its_final_score() -> None:
+    from breakout_dqn.training.plot import published_marks
+
+    nature = {"points": [[50_000_000, 401.2]]}
+    cleanrl = {"points": [[2_000_000, 100], [3_000_000, 250], [10_000_000, 367]]}
+    points, final = published_marks(cleanrl, "steps", 10)
+    assert final is None and points[:, 1].tolist() == [100, 250, 367]  # on the axis: drawn as points
+    points, final = published_marks(cleanrl, "steps", 5)
+    assert final is None and points[:, 0].tolist() == [2e6, 3e6]  # cut at --max-x
+    assert published_marks(nature, "steps", 10)[1] == (50e6, 401.2)  # past --max-x: its score as a level
+    assert published_marks(nature, "steps", None)[1] is None  # no --max-x: the axis reaches it
+    for series, last in ((nature, (50e6, 401.2)), (cleanrl, (10e6, 367.0))):  # no CPU-hours in papers
+        points, final = published_marks(series, "hours", 11)
+        assert not len(points) and final == last
+
+
 def test_plot_max_x_sets_the_right_end_of_a_comparison_without_published_points(tmp_path: Path, monkeypatch) -> None:
     import matplotlib.axes
 
