@@ -34,7 +34,7 @@ from k8s_helpers import (
 from breakout_dqn.errors import ExitCode
 from breakout_dqn.files import file_sha256
 
-RECORD = REPO / "results" / "default-dueling-s1-3m" / "eval-300.json"  # the shipped model's 300 games
+RECORD = REPO / "results" / "pqn-eps05-s1-10m" / "eval-300.json"  # the shipped model's 300 games
 SHIPPED = REPO / "models" / "breakout-dqn.onnx"
 PROMOTE = DEPLOY / "gate" / "promote_release.py"
 
@@ -112,11 +112,11 @@ def promote(tmp_path: Path, report: dict | None, candidate: Path | None = None) 
         report_path.write_text(json.dumps(report))
     return subprocess.run(
         [sys.executable, str(PROMOTE), f"--candidate={candidate}", f"--verify-report={report_path}",
-         "--min-score=227", f"--releases={tmp_path / 'releases'}", "--seed=1"],
+         "--min-score=294", f"--releases={tmp_path / 'releases'}", "--seed=1"],
         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-def passed(candidate: Path, mean: float = 250.0, floor: float = 227.0) -> dict:
+def passed(candidate: Path, mean: float = 320.0, floor: float = 294.0) -> dict:
     """A verify report as `breakout-dqn verify --json` writes it (the keys promote reads)."""
     return {"model": str(candidate), "ok": True, "exit_code": 0,
             "score": {"episodes": 30, "mean": mean, "min_score": floor}}
@@ -135,17 +135,17 @@ def test_promote_releases_a_passed_candidate_once_under_its_sha256(tmp_path: Pat
     assert json.loads((tmp_path / "releases" / f"{sha256}.json").read_text()) == record
     # The gate Job run again (a retried pod, a second gate): the same release, nothing rewritten.
     inode = release.stat().st_ino
-    again = promote(tmp_path, passed(candidate, mean=260.0), candidate)
+    again = promote(tmp_path, passed(candidate, mean=330.0), candidate)
     assert again.returncode == 0, again.stderr
     assert release.stat().st_ino == inode
-    assert json.loads((tmp_path / "releases" / f"{sha256}.json").read_text())["mean_score"] == 250.0
+    assert json.loads((tmp_path / "releases" / f"{sha256}.json").read_text())["mean_score"] == 320.0
     assert sorted(p.name for p in (tmp_path / "releases").iterdir()) == [f"{sha256}.json", f"{sha256}.onnx"]
 
 
 @pytest.mark.parametrize(("report", "code"), [
-    ({"ok": False, "exit_code": 4, "score": {"mean": 100.0, "min_score": 227.0}}, ExitCode.GATE),
+    ({"ok": False, "exit_code": 4, "score": {"mean": 100.0, "min_score": 294.0}}, ExitCode.GATE),
     ({"ok": True, "exit_code": 0}, ExitCode.GATE),  # verify passed without playing the floor
-    ({"ok": True, "exit_code": 0, "score": {"mean": 250.0, "min_score": 20.0}}, ExitCode.GATE),  # a lower floor
+    ({"ok": True, "exit_code": 0, "score": {"mean": 320.0, "min_score": 20.0}}, ExitCode.GATE),  # a lower floor
     (None, ExitCode.USAGE),  # no report
 ])
 def test_promote_releases_nothing_the_gate_did_not_pass(tmp_path: Path, report: dict | None, code: int) -> None:

@@ -2,16 +2,19 @@
 
 The schema check is scripts/check-k8s.sh (kubectl kustomize + kubernetes-validate). The rest reads
 the rendered objects and holds them to the code they run: every command line parses with today's
-flags, the images' user and writable paths, the replay's memory, the server's probes, port, grace
-period and model version. Storage, retries, the gate, serving, images and the stages' separation
+flags (and `train`'s resolves, as `breakout-dqn train --print-config` does), the training Job
+trains the shipped recipe, the images' user and writable paths, the trainer's memory, the server's
+probes, port, grace period and model version. Storage, retries, the gate, serving, images and the stages' separation
 have their own files (test_k8s_*.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import inspect
+import json
 import os
 import re
 import subprocess
@@ -26,10 +29,13 @@ from k8s_helpers import (
     container,
     container_env,
     find,
+    gibibytes,
     kustomizations,
     needs_kubectl,
     pod_spec,
     render,
+    train_config,
+    with_object,
 )
 
 from breakout_dqn.cli import COMMANDS
@@ -37,6 +43,14 @@ from breakout_dqn.cli import COMMANDS
 pytestmark = needs_kubectl
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 WORKLOADS = ("Deployment", "Job")
+# The shipped model's recipe: the training Job trains it (the gate's floor comes from its record).
+RECIPE = REPO / "results" / "pqn-eps05-s1-10m" / "config.json"
+# Settings a pod's command sets for itself: where it writes, which seed, resuming, how often it checkpoints.
+PER_DEPLOYMENT = {"out", "seed", "resume", "auto_resume", "progress", "checkpoint_every"}
+# Peak resident memory of the training Job's command over 20,480 agent steps (128 games, a final evaluation
+# of 8 games): `/usr/bin/time -v breakout-dqn train --preset pqn --epsilon-end 0.05 --steps 20000 ...` on a
+# 2-core AMD EPYC Zen 5, busy with another training run: 1,356,348 KiB.
+MEASURED_PEAK_RSS_BYTES = 1_356_348 * 1024
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -100,8 +114,35 @@ def test_every_command_parses_with_the_flags_the_cli_accepts_today() -> None:
             if argv[0] != "breakout-dqn":
                 continue
             parse(argv)
+            if argv[1] == "train":  # a flag of the other algorithm parses but is refused: resolve it too
+                printed_config(directory)
             checked += 1
     assert checked >= 4  # train, export, verify, serve
+
+
+@functools.cache
+def printed_config(directory: str) -> dict:
+    """What `breakout-dqn train ARGS --print-config` prints for the training Job's command (exit 2 fails)."""
+    objects = render(directory)
+    spec = pod_spec(find(objects, "Job", "breakout-dqn-train"))
+    argv = command_line(spec, container(spec, "train"), objects, completion_index=1)
+    result = subprocess.run([sys.executable, "-m", "breakout_dqn.cli", *argv[1:], "--print-config"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, f"{directory}: `breakout-dqn train` refuses {argv[2:]}: {result.stderr}"
+    return json.loads(result.stdout)
+
+
+def test_training_job_trains_the_shipped_recipe() -> None:
+    recipe = json.loads(RECIPE.read_text())
+    directories = with_object("Job", "breakout-dqn-train")
+    assert "train" in directories and len(directories) >= 3  # the base and the GKE overlays
+    for directory in directories:
+        printed = printed_config(directory)
+        assert printed.keys() == recipe.keys(), directory
+        differ = {key: (printed[key], recipe[key]) for key in recipe
+                  if key not in PER_DEPLOYMENT and printed[key] != recipe[key]}
+        assert not differ, f"{directory} differs from {RECIPE.parent.name}: {differ}"
 
 
 def test_training_job_trains_one_seed_per_completion_index_and_resumes_itself() -> None:
@@ -133,21 +174,27 @@ def test_training_job_trains_one_seed_per_completion_index_and_resumes_itself() 
     assert len(outs) == job["spec"]["completions"]  # every seed its own run directory
 
 
-def test_training_memory_holds_the_full_replay_and_the_learner() -> None:
+def test_training_memory_holds_a_rollout_and_the_learner() -> None:
+    """PQN keeps no replay: one rollout's arrays plus the trainer's allowance for TensorFlow, the network,
+    the optimizer and the games (the headroom the trainer's own memory check adds to a DQN's replay)."""
     from breakout_dqn.training import replay
+    from breakout_dqn.training.config import PQNConfig
+    from breakout_dqn.training.rollout import Rollout
 
-    job = find(render("train"), "Job", "breakout-dqn-train")
-    train = container(pod_spec(job), "train")
-    (capacity,) = [int(arg.split("=", 1)[1]) for arg in train["args"] if arg.startswith("--replay-capacity=")]
     headroom = inspect.signature(replay.check_fits_in_memory).parameters["headroom_bytes"].default
-    (num_envs,) = [int(arg.split("=", 1)[1]) for arg in train["args"] if arg.startswith("--num-envs=")] or [8]
-    need = replay.estimate_bytes(capacity, num_envs) + headroom
-    requests, limits = train["resources"]["requests"], train["resources"]["limits"]
-    assert requests["memory"] == limits["memory"]  # reserved up front: the replay fills for hours
-    assert re.fullmatch(r"\d+Gi", limits["memory"]), limits
-    limit = int(limits["memory"][:-2]) * 1024**3
-    assert need <= limit <= 1.5 * need, (need, limit)
-
+    for directory in with_object("Job", "breakout-dqn-train"):
+        config = train_config(directory)
+        assert isinstance(config, PQNConfig), f"{directory}: a replay to size the memory for"
+        rollout = Rollout(config.rollout_steps, config.num_envs)  # np.empty: nothing is committed here
+        need = sum(array.nbytes for array in vars(rollout).values()) + headroom
+        assert need > MEASURED_PEAK_RSS_BYTES  # the estimate covers what the command was measured to use
+        resources = container(pod_spec(find(render(directory), "Job", "breakout-dqn-train")), "train")["resources"]
+        requests, limits = resources["requests"], resources["limits"]
+        assert requests["memory"] == limits["memory"], directory  # reserved up front: a Guaranteed pod
+        limit = gibibytes(limits["memory"]) * 1024**3
+        assert need <= limit, (directory, need, limit)
+        if "nvidia.com/gpu" not in limits:  # the GPU path adds CUDA's host memory, not measured
+            assert limit <= 1.5 * need, (directory, need, limit)
 
 
 def test_serving_probes_ports_and_grace_match_the_server() -> None:

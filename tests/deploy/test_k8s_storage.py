@@ -1,19 +1,20 @@
 """The training volume holds what the seeds write, computed from the code (issue 44, finding 1).
 
 For every kustomization with the training Job, the rendered `train` command is resolved by the
-trainer's own config code; from it and the replay's and checkpoints' own sizes the per-seed disk
-need follows, and the volume must hold ``completions`` of them. A memory-mapped replay read at
-random all through training must be on a block volume (ReadWriteOnce), never on the network file
-storage a ReadWriteMany claim gets; such a volume forces the seeds (and the gate) onto one node.
+trainer's own config code; from it and the checkpoints' and model's own sizes the per-seed disk
+need follows, and the volume must hold ``completions`` of them and room for releases. The shipped
+recipe is PQN: no replay, so nothing of one on disk. A ReadWriteOnce (block) volume forces the
+seeds (and the gate) onto one node.
 """
 
 from __future__ import annotations
 
 import functools
-import math
+from pathlib import Path
 
 import pytest
 from k8s_helpers import (
+    REPO,
     claim_names,
     find,
     gibibytes,
@@ -26,12 +27,14 @@ from k8s_helpers import (
     with_object,
 )
 
-from breakout_dqn.training import replay, replay_storage
-from breakout_dqn.training.config import TrainConfig
+from breakout_dqn.training.config import DQNConfig, TrainConfig
 
 pytestmark = needs_kubectl
-LOG_BYTES = 64 * 1024**2  # metrics.jsonl and tb/ of a 3M-step run: 0.5 MB measured, kept generous
+LOG_BYTES = 64 * 1024**2  # metrics.jsonl and tb/: 1.3 MB of metrics.jsonl in the 10M-step PQN record, kept generous
 FLOAT32_BYTES = 4
+STATE_BYTES = 1024**2  # a checkpoint's run state: counters, generators, metric windows (JSON)
+RELEASE_BYTES = (REPO / "models" / "breakout-dqn.onnx").stat().st_size  # one release: the shipped model's size
+MIN_RELEASES = 100  # what the volume keeps room for besides the seeds
 
 
 def training_kustomizations() -> list[str]:
@@ -45,25 +48,24 @@ def parameters(dueling: bool, layer_norm: bool) -> int:
     return int(build_q_network(dueling=dueling, layer_norm=layer_norm).count_params())
 
 
+def weights_bytes(config: TrainConfig) -> int:
+    """The network's float32 weights: the size of model.keras and of the exported candidate, about."""
+    return parameters(getattr(config, "dueling", False), config.layer_norm) * FLOAT32_BYTES
+
+
+def checkpoint_bytes(config: TrainConfig) -> int:
+    networks = 2 if isinstance(config, DQNConfig) else 1  # DQN's target network; PQN has none
+    return (networks + 2) * weights_bytes(config) + STATE_BYTES  # the networks, Adam's (RAdam's) two moments
+
+
 def run_directory_bytes(config: TrainConfig) -> int:
-    """One seed's files but the replay: checkpoints, model, logs, and the gate's candidate."""
-    weights = parameters(config.dueling, config.layer_norm) * FLOAT32_BYTES
-    checkpoint = 4 * weights + 1024**2  # online, target, Adam's two moments; the loop state
+    """One seed's files: checkpoints, model, logs, and the gate's candidate."""
     kept = config.keep_checkpoints + 1  # the new one is written before the oldest goes
-    return kept * checkpoint + 2 * weights + weights + LOG_BYTES  # model + its temp file; candidate
-
-
-def durable_replay_bytes(config: TrainConfig) -> int:
-    """The memory-mapped replay's file, the trainer's disk headroom and the longest rollback journal."""
-    slots = replay.slots_per_env(config.replay_capacity, config.num_envs)
-    ring = replay_storage.storage_bytes(config.num_envs, slots)
-    journal_entries = min(slots, math.ceil(config.checkpoint_every / config.num_envs))  # one a vector step
-    journal = replay_storage.HEADER_BYTES + journal_entries * replay_storage.storage_bytes(config.num_envs, 1)
-    return ring + replay_storage.DISK_HEADROOM_BYTES + journal
+    return kept * checkpoint_bytes(config) + 3 * weights_bytes(config) + LOG_BYTES  # model, its temp file, candidate
 
 
 @pytest.mark.parametrize("directory", training_kustomizations())
-def test_training_volume_holds_every_seed_with_its_replay(directory: str) -> None:
+def test_training_volume_holds_every_seed_and_room_for_releases(directory: str) -> None:
     objects = render(directory)
     job = find(objects, "Job", "breakout-dqn-train")
     spec = pod_spec(job)
@@ -71,19 +73,31 @@ def test_training_volume_holds_every_seed_with_its_replay(directory: str) -> Non
     assert claims == {"breakout-dqn-runs"}, claims
     claim = find(objects, "PersistentVolumeClaim", "breakout-dqn-runs")
     config = train_config(directory)
-    per_seed = run_directory_bytes(config) + (durable_replay_bytes(config) if config.durable_replay else 0)
-    need = job["spec"]["completions"] * per_seed / 1024**3
-    size = gibibytes(claim["spec"]["resources"]["requests"]["storage"])
-    assert size >= need, f"{directory}: {size} GiB < {need:.1f} GiB for {job['spec']['completions']} seeds"
+    # A DQN recipe's durable replay (as much disk as memory) is not sized here: the shipped recipe has none.
+    assert not getattr(config, "durable_replay", False), f"{directory}: a replay on the volume, not sized here"
+    need = job["spec"]["completions"] * run_directory_bytes(config)
+    size = gibibytes(claim["spec"]["resources"]["requests"]["storage"]) * 1024**3
+    assert size >= need + MIN_RELEASES * RELEASE_BYTES, (
+        f"{directory}: {size / 1024**3} GiB < {need / 1024**3:.2f} GiB for {job['spec']['completions']} seeds "
+        f"+ {MIN_RELEASES} releases")
+
+
+def test_a_checkpoint_is_the_size_the_sizing_assumes(tmp_path: Path) -> None:
+    """The estimate against a checkpoint of the recipe's learner, as `train` writes it (20.3 MB for PQN)."""
+    from breakout_dqn.training.checkpoint import save_checkpoint
+    from breakout_dqn.training.learners import build_learner
+
+    config = train_config("train")
+    learner = build_learner(config)
+    size = save_checkpoint(tmp_path, 1, learner.state(), {"step": 1}, keep=1).stat().st_size
+    assert size <= checkpoint_bytes(config) <= 1.1 * size, (size, checkpoint_bytes(config))
 
 
 @pytest.mark.parametrize("directory", training_kustomizations())
-def test_a_memory_mapped_replay_is_on_a_block_volume_and_its_seeds_share_a_node(directory: str) -> None:
+def test_a_read_write_once_volume_puts_the_parallel_seeds_on_one_node(directory: str) -> None:
     objects = render(directory)
     job = find(objects, "Job", "breakout-dqn-train")
     modes = find(objects, "PersistentVolumeClaim", "breakout-dqn-runs")["spec"]["accessModes"]
-    if train_config(directory).durable_replay:
-        assert modes == ["ReadWriteOnce"], f"{directory}: the replay on a {modes} (network file) volume"
     if modes == ["ReadWriteOnce"] and job["spec"]["parallelism"] > 1:
         assert colocated(job, "training"), f"{directory}: parallel seeds on a ReadWriteOnce volume, any node"
 
@@ -113,8 +127,8 @@ def test_every_overlay_names_its_storage_class_and_its_gate_follows_the_volume()
     assert checked >= 1
 
 
-def test_the_base_keeps_the_replay_in_memory_on_a_shared_volume() -> None:
-    # The base is what a ReadWriteMany (network file) class gets: no memory-mapped replay there.
-    assert train_config("train").durable_replay is False
+def test_the_base_trains_without_a_replay_on_a_shared_volume() -> None:
+    # The base is what a ReadWriteMany (network file) class gets: any node per seed.
+    assert train_config("train").algorithm == "pqn"
     assert find(render("train"), "PersistentVolumeClaim", "breakout-dqn-runs")["spec"]["accessModes"] == [
         "ReadWriteMany"]

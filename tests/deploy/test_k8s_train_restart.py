@@ -3,9 +3,9 @@
 This is what Kubernetes does when the Job's pod is OOM-killed or its node is lost (a new pod for
 the same completion index, restartPolicy Never): the identical command line runs again against the
 same volume, and must continue from the newest checkpoint instead of refusing the run directory or
-starting over. The command is read from the rendered manifest; only
-the size of the run is overridden (later flags win), and the volume's mount path is mapped to a
-temporary directory.
+starting over. The command is read from the rendered manifest (the PQN recipe); only the size of
+the run is overridden (later flags win), and the volume's mount path is mapped to a temporary
+directory.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from k8s_helpers import REPO, command_line, container, container_env, find, need
 
 from breakout_dqn.training.checkpoint import PATTERN, list_checkpoints
 
-STEPS = 800
-TINY = [f"--steps={STEPS}", "--num-envs=4", "--replay-capacity=4000", "--learning-starts=200", "--random-steps=100",
-        "--checkpoint-every=400", "--eval-every=0", "--final-eval-episodes=1", "--log-every=200",
+STEPS = 1024
+# PQN at a tiny size (as tests/training/test_pqn.py): rollouts of 8 games x 16 steps = 128 agent steps.
+TINY = [f"--steps={STEPS}", "--num-envs=8", "--rollout-steps=16", "--minibatches=4", "--checkpoint-every=512",
+        "--eval-every=0", "--final-eval-episodes=1", "--log-every=128",
         "--no-xla"]  # only compile time at this size
 INDEX = 1  # the completion index, i.e. the seed
 
