@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Wait for a Job to finish and exit as its commands did, so a pipeline can gate on it:
 #   0 when the Job is Complete (for breakout-dqn-gate: every seed released); when it Failed, the
-#   exit code of the container that failed it (for breakout-dqn-gate: 2 usage error or missing
-#   model, 3 contract failure, 4 parity gate failed or mean score below the floor; see
-#   docs/guides/kubernetes.md): the first one found other than 1, else 1 (an I/O error, a
+#   exit code of the container that failed it (for breakout-dqn-gate: 2 usage error, missing
+#   model or a run that cannot be averaged, 3 contract failure, 4 parity gate failed or mean score
+#   below the floor; see docs/guides/kubernetes.md): the first one found other than 1, else 1 (an I/O error, a
 #   deadline, pods gone); 1 also when the wait times out. A gate Job fails per seed: the seeds
 #   that passed are released all the same (deploy/k8s/promote.sh promotes one of them).
 #

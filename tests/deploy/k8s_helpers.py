@@ -6,6 +6,7 @@ import functools
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,15 +108,49 @@ def expand(value: str, env: dict[str, str]) -> str:
 def command_line(spec: Object, cont: Object, objects: tuple[Object, ...], completion_index: int = 0) -> list[str]:
     """``command`` + ``args`` with the variables expanded.
 
-    A ``sh -c 'exec "$0" "$@" > FILE'`` wrapper (the gate's verify step saving its report) runs its
-    ``args`` as the command line: those are returned.
+    A ``sh -c`` wrapper that runs ``exec "$0" "$@"`` (the gate's verify step saving its report, its
+    average step after its checks) runs its ``args`` as the command line: those are returned.
     """
     env = container_env(spec, cont, objects, completion_index)
     command = cont["command"]
     if command[:2] == ["sh", "-c"]:
-        assert command[2].startswith('exec "$0" "$@"'), command  # the wrapper runs args unchanged
+        assert 'exec "$0" "$@"' in command[2], command  # the wrapper runs args unchanged
         command = []
     return [expand(part, env) for part in [*command, *cont.get("args", [])]]
+
+
+def local_command(spec: Object, cont: Object, objects: tuple[Object, ...], completion_index: int,
+                  volume: Path) -> list[str]:
+    """The container's command as this machine runs it: the claim's mount path mapped to ``volume``,
+    ``breakout-dqn`` and ``python`` to this interpreter; a ``sh -c`` wrapper's script kept (mapped too)."""
+    claims = {v["name"] for v in spec.get("volumes", []) if "persistentVolumeClaim" in v}
+    (mount_path,) = [m["mountPath"] for m in cont["volumeMounts"] if m["name"] in claims]
+    argv = [arg.replace(f"{mount_path}/", f"{volume}/") for arg in command_line(spec, cont, objects,
+                                                                                  completion_index)]
+    if argv[0] == "breakout-dqn":  # the console script of breakout_dqn.cli
+        argv = [sys.executable, "-m", "breakout_dqn.cli", *argv[1:]]
+    elif argv[0] == "python":  # the image's interpreter (its venv's, first on PATH)
+        argv = [sys.executable, *argv[1:]]
+    command = cont["command"]
+    if command[:2] == ["sh", "-c"]:
+        argv = ["sh", "-c", command[2].replace(f"{mount_path}/", f"{volume}/"), *argv]
+    return argv
+
+
+def policy_action(rules: list[dict[str, Any]], container_name: str, exit_code: int,
+                  conditions: tuple[str, ...] = ()) -> str | None:
+    """The podFailurePolicy's action, as the Job controller takes it (the first rule that matches), for a pod
+    whose container ``container_name`` exited ``exit_code``; None: counted, retried."""
+    for rule in rules:
+        codes = rule.get("onExitCodes")
+        if codes and codes.get("containerName", container_name) == container_name:
+            listed = exit_code in codes["values"]
+            if listed == (codes["operator"] == "In"):
+                return rule["action"]
+        for condition in rule.get("onPodConditions", []):
+            if condition["type"] in conditions and condition.get("status", "True") == "True":
+                return rule["action"]
+    return None
 
 
 def shell_redirect(cont: Object, env: dict[str, str]) -> str:

@@ -41,7 +41,8 @@ def test_a_complete_job_passes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("pods", "code"), [
-    ("export 0\nverify 4\n", 4),  # verify: mean score below --min-score
+    ("average 0\nexport 0\nverify 4\n", 4),  # verify: mean score below --min-score
+    ("average 2\nexport \nverify \n", 2),  # a run that cannot be averaged; export and verify never ran
     ("export 1\nverify \nexport 3\nverify \n", 3),  # an I/O error retried, then a contract failure
     ("export 4\nverify \n", 4),  # the parity gate failed; verify never ran
     ("export 1\nverify \n", 1),

@@ -168,9 +168,12 @@ def test_training_job_trains_one_seed_per_completion_index_and_resumes_itself() 
         (out,) = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--out=")]
         assert out.startswith(volume_path + "/"), out
         outs.add(out)
-        # The gate Job's index N exports what the training Job's index N trained.
+        # The gate Job's index N averages what the training Job's index N trained, and exports that average.
+        average_argv = command_line(gate_spec, container(gate_spec, "average"), render("gate"), index)
+        assert average_argv[3] == out, average_argv
+        (averaged,) = [arg.split("=", 1)[1] for arg in average_argv if arg.startswith("--out=")]
         export_argv = command_line(gate_spec, container(gate_spec, "export"), render("gate"), index)
-        assert export_argv[:3] == ["breakout-dqn", "export", f"{out}/model.keras"], export_argv
+        assert export_argv[:3] == ["breakout-dqn", "export", f"{averaged}/model.keras"], export_argv
     assert len(outs) == job["spec"]["completions"]  # every seed its own run directory
 
 

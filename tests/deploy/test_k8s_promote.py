@@ -69,9 +69,9 @@ def release(volume: Path, seed: int, mean: float, model: Path) -> str:
     shutil.copyfile(model, candidate)
     report = candidate.with_suffix(".verify.json")
     report.write_text(json.dumps({"model": str(candidate), "ok": True, "exit_code": 0,
-                                  "score": {"episodes": 30, "mean": mean, "min_score": 294.0}}))
+                                  "score": {"episodes": 30, "mean": mean, "min_score": 339.0}}))
     result = subprocess.run([sys.executable, str(REPO / "deploy" / "k8s" / "gate" / "promote_release.py"),
-                             f"--candidate={candidate}", f"--verify-report={report}", "--min-score=294",
+                             f"--candidate={candidate}", f"--verify-report={report}", "--min-score=339",
                              f"--releases={volume / 'releases'}", f"--seed={seed}"], capture_output=True, text=True,
                             timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr
@@ -84,8 +84,8 @@ def cluster(tmp_path: Path) -> dict:
     stubs = tmp_path / "stubs"
     (stubs / "logs").mkdir(parents=True)
     volume = stubs / "volume"
-    logs = {0: release(volume, 0, 300.0, variant(tmp_path / "m0.onnx", "seed 0")),
-            1: release(volume, 1, 325.0, variant(tmp_path / "m1.onnx", "seed 1"))}
+    logs = {0: release(volume, 0, 350.0, variant(tmp_path / "m0.onnx", "seed 0")),
+            1: release(volume, 1, 375.0, variant(tmp_path / "m1.onnx", "seed 1"))}
     for seed, log in logs.items():
         (stubs / "logs" / f"breakout-dqn-gate-{seed}-x").write_text(f"a warning on stderr\n{log}")
     (stubs / "pods").write_text("breakout-dqn-gate-0-x\nbreakout-dqn-gate-1-x\n")

@@ -2,9 +2,10 @@
 
 For every kustomization with the training Job, the rendered `train` command is resolved by the
 trainer's own config code; from it and the checkpoints' and model's own sizes the per-seed disk
-need follows, and the volume must hold ``completions`` of them and room for releases. The shipped
-recipe is PQN: no replay, so nothing of one on disk. A ReadWriteOnce (block) volume forces the
-seeds (and the gate) onto one node.
+need follows (the run directory and the gate's average of its last two checkpoints, averaged/seed-N/),
+and the volume must hold ``completions`` of them and room for releases. The shipped recipe is PQN: no
+replay, so nothing of one on disk. A ReadWriteOnce (block) volume forces the seeds (and the gate) onto
+one node.
 """
 
 from __future__ import annotations
@@ -64,6 +65,16 @@ def run_directory_bytes(config: TrainConfig) -> int:
     return kept * checkpoint_bytes(config) + 3 * weights_bytes(config) + LOG_BYTES  # model, its temp file, candidate
 
 
+def averaged_directory_bytes(config: TrainConfig) -> int:
+    """The gate's averaged/seed-N/ (training/average.py): the averaged model.keras, a copy of the newest
+    checkpoint and of metrics.jsonl (within the logs' allowance), config.json and average.json (bytes)."""
+    return checkpoint_bytes(config) + weights_bytes(config) + LOG_BYTES
+
+
+def seed_bytes(config: TrainConfig) -> int:
+    return run_directory_bytes(config) + averaged_directory_bytes(config)
+
+
 @pytest.mark.parametrize("directory", training_kustomizations())
 def test_training_volume_holds_every_seed_and_room_for_releases(directory: str) -> None:
     objects = render(directory)
@@ -75,7 +86,7 @@ def test_training_volume_holds_every_seed_and_room_for_releases(directory: str) 
     config = train_config(directory)
     # A DQN recipe's durable replay (as much disk as memory) is not sized here: the shipped recipe has none.
     assert not getattr(config, "durable_replay", False), f"{directory}: a replay on the volume, not sized here"
-    need = job["spec"]["completions"] * run_directory_bytes(config)
+    need = job["spec"]["completions"] * seed_bytes(config)
     size = gibibytes(claim["spec"]["resources"]["requests"]["storage"]) * 1024**3
     assert size >= need + MIN_RELEASES * RELEASE_BYTES, (
         f"{directory}: {size / 1024**3} GiB < {need / 1024**3:.2f} GiB for {job['spec']['completions']} seeds "

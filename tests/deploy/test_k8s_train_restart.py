@@ -5,7 +5,8 @@ the same completion index, restartPolicy Never): the identical command line runs
 same volume, and must continue from the newest checkpoint instead of refusing the run directory or
 starting over. The command is read from the rendered manifest (the PQN recipe); only the size of
 the run is overridden (later flags win), and the volume's mount path is mapped to a temporary
-directory.
+directory. The finished run then goes through the gate's first step as the gate Job runs it:
+its last two checkpoints averaged (and once more, as a retried gate pod would, changing nothing).
 """
 
 from __future__ import annotations
@@ -20,7 +21,17 @@ import time
 from pathlib import Path
 
 import pytest
-from k8s_helpers import REPO, command_line, container, container_env, find, needs_kubectl, pod_spec, render
+from k8s_helpers import (
+    REPO,
+    command_line,
+    container,
+    container_env,
+    find,
+    local_command,
+    needs_kubectl,
+    pod_spec,
+    render,
+)
 
 from breakout_dqn.training.checkpoint import PATTERN, list_checkpoints
 
@@ -90,3 +101,27 @@ def test_train_job_command_continues_from_its_checkpoint_after_sigkill(tmp_path:
     summary = json.loads(second.stdout.strip().splitlines()[-1])
     assert summary["train_agent_steps"] == STEPS
     assert json.loads((out / "eval.json").read_text())["train_agent_steps"] == STEPS
+
+    # The gate's average step on this run, as the gate Job's pod for the same index runs it (same volume).
+    gate_objects = render("gate")
+    gate_spec = pod_spec(find(gate_objects, "Job", "breakout-dqn-gate"))
+    average = container(gate_spec, "average")
+    average_command = local_command(gate_spec, average, gate_objects, INDEX, volume)
+    assert str(out) in average_command  # this seed's run
+    (averaged,) = [Path(arg.split("=", 1)[1]) for arg in average_command if arg.startswith("--out=")]
+    average_env = {**env, **container_env(gate_spec, average, gate_objects, completion_index=INDEX)}
+    newest_two = [int(PATTERN.match(path.name).group(1)) for path in list_checkpoints(out / "checkpoints")[-2:]]
+    assert len(newest_two) == 2, newest_two
+    for attempt in range(2):  # the second: a retried gate pod
+        result = subprocess.run(average_command, capture_output=True, text=True, timeout=600, env=average_env,
+                                cwd=tmp_path)
+        assert result.returncode == 0, tail(result.stdout + result.stderr)
+        summary = json.loads((averaged / "average.json").read_text())
+        assert summary["steps"] == newest_two and summary["train_agent_steps"] == STEPS, summary
+        if attempt == 0:
+            written = (averaged / "model.keras").stat().st_mtime_ns
+        else:
+            assert (averaged / "model.keras").stat().st_mtime_ns == written and not result.stdout
+    # What the gate's export step reads.
+    export_command = local_command(gate_spec, container(gate_spec, "export"), gate_objects, INDEX, volume)
+    assert export_command[3:5] == ["export", str(averaged / "model.keras")], export_command
