@@ -87,6 +87,7 @@ if [ "$MODEL" = models/breakout-dqn.onnx ]; then  # the Kubernetes serving Deplo
   sed -i -E "s/(BREAKOUT_DQN_MODEL_VERSION=)[^ ]+/\1$pin/" deploy/k8s/serve/kustomization.yaml \
     deploy/k8s/overlays/gke/serve/release.env
   echo "pinned $pin in deploy/k8s/serve/kustomization.yaml and overlays/gke/serve/release.env"
+  "$BIN/python" scripts/bump_version.py --retag "$version" > /dev/null  # the images of the release
 fi
 mkdir -p "$RESULTS"
 cp "$staged/eval.json" "$staged/parity.json" "$staged/verify.json" "$RESULTS/"
