@@ -24,8 +24,9 @@
 # SOURCE would have), then trains with --resume so that its flags change the copied settings; the
 # source's own later entries come after its forks in the queue. A fork's replay is deleted once it
 # is recorded: forks answer one question and are not continued. Env: QUEUE_FILE (lines
-# "name|steps|flags[|record[|SOURCE@STEP]]" instead of the queue below), RUNS (where the run directories go), RESULTS (where the records go), EVAL_GAMES
-# (games in eval-<n>.json; 0: none), BASELINE (the record ablations are judged against), BIN.
+# "name|steps|flags[|record[|SOURCE@STEP]]" instead of the queue below), RUNS (where the run
+# directories go), RESULTS (where the records go), EVAL_GAMES (games in eval-<n>.json; 0: none),
+# BASELINE (the record ablations are judged against), BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
