@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -55,13 +54,9 @@ def test_train_job_command_continues_from_its_checkpoint_after_sigkill(tmp_path:
     job = find(objects, "Job", "breakout-dqn-train")
     spec = pod_spec(job)
     train = container(spec, "train")
-    argv = command_line(spec, train, objects, completion_index=INDEX)
-    claims = {volume["name"] for volume in spec["volumes"] if "persistentVolumeClaim" in volume}
-    (mount_path,) = [m["mountPath"] for m in train["volumeMounts"] if m["name"] in claims]
+    assert command_line(spec, train, objects, completion_index=INDEX)[0] == "breakout-dqn"  # the console script
     volume = tmp_path / "volume"
-    assert argv[0] == "breakout-dqn"  # the console script of breakout_dqn.cli
-    command = [sys.executable, "-m", "breakout_dqn.cli",
-               *(arg.replace(f"{mount_path}/", f"{volume}/") for arg in argv[1:]), *TINY]
+    command = [*local_command(spec, train, objects, INDEX, volume), *TINY]
     (out,) = [Path(arg.split("=", 1)[1]) for arg in command if arg.startswith("--out=")]
     assert out.is_relative_to(volume)
     env = {**os.environ, **container_env(spec, train, objects, completion_index=INDEX),
