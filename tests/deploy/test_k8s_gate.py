@@ -20,7 +20,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from k8s_helpers import (
     DEPLOY,
@@ -42,6 +41,7 @@ from k8s_helpers import (
 from breakout_dqn.errors import ExitCode
 from breakout_dqn.files import file_sha256
 from breakout_dqn.training.average import AverageError
+from tests.fake_runs import make_run
 
 RECORD = REPO / "results" / "pqn-eps05-s1-10m-avg2" / "eval-300.json"  # the shipped model's 300 games
 RECIPE = REPO / "results" / "pqn-eps05-s1-10m" / "config.json"  # the shipped model's training settings
@@ -158,22 +158,6 @@ def test_the_measured_averages_are_of_the_window_the_gate_averages() -> None:
         assert len(steps) == LAST, path
         assert all(abs(newer - older - recipe["checkpoint_every"]) < rollout
                    for older, newer in itertools.pairwise(steps)), (path, steps)
-
-
-def make_run(run: Path, keras_model_path: Path, steps: list[int], offset: float = 0.0) -> None:
-    """A finished run directory as `train` leaves it: the network, its settings and metrics, a checkpoint per step."""
-    from breakout_dqn.training.checkpoint import save_checkpoint
-    from breakout_dqn.training.model import load_q_network
-
-    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(keras_model_path, run / "model.keras")
-    (run / "config.json").write_text('{"algorithm": "pqn"}')
-    (run / "metrics.jsonl").write_text('{"type": "train", "step": 1}\n')
-    base = load_q_network(keras_model_path).get_weights()
-    for step in steps:
-        weights = [weight + np.float32(step + offset) for weight in base]
-        save_checkpoint(run / "checkpoints", step, {"online": weights, "target": [], "optimizer": []},
-                        {"step": step, "updates": step}, keep=10)
 
 
 @needs_kubectl

@@ -4,7 +4,6 @@ directory that evaluate/export/ship_reference.sh take; bad input is one error li
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,24 +11,7 @@ import pytest
 
 from breakout_dqn.training.average import main, write_average
 from breakout_dqn.training.checkpoint import save_checkpoint
-
-
-def make_run(root: Path, keras_model_path: Path, steps: list[int], keep: int = 5) -> list[list[np.ndarray]]:
-    """A run directory with the fixture's network and one checkpoint per step, each its weights + step."""
-    from breakout_dqn.training.model import load_q_network
-
-    (root / "checkpoints").mkdir(parents=True)
-    shutil.copy(keras_model_path, root / "model.keras")
-    (root / "config.json").write_text('{"algorithm": "pqn"}')
-    (root / "metrics.jsonl").write_text('{"type": "train", "step": 1}\n')
-    base = load_q_network(keras_model_path).get_weights()
-    saved = []
-    for step in steps:
-        weights = [w + np.float32(step) for w in base]
-        save_checkpoint(root / "checkpoints", step, {"online": weights, "target": [], "optimizer": []},
-                        {"step": step, "updates": step // 4}, keep=keep)
-        saved.append(weights)
-    return saved
+from tests.fake_runs import make_run
 
 
 def test_the_newest_checkpoints_are_averaged_into_a_run_directory_ship_reference_takes(
