@@ -36,11 +36,14 @@ class AverageError(UsageError):
     """The checkpoints cannot be averaged, or OUT cannot be written; the message says why."""
 
 
-def average_weights(checkpoints: list[Path]) -> list[np.ndarray]:
-    """The element-wise mean of the checkpoints' online weights, in float32 (summed in float64)."""
+def average_weights(checkpoints: list[Path]) -> tuple[list[np.ndarray], list[int]]:
+    """The element-wise mean of the checkpoints' online weights, in float32 (summed in float64), and each
+    checkpoint's agent step; every checkpoint is read once."""
     total: list[np.ndarray] | None = None
+    steps = []
     for path in checkpoints:
-        arrays, _ = load_checkpoint(path)
+        arrays, state = load_checkpoint(path)
+        steps.append(int(state["step"]))
         online = arrays["online"]
         if total is None:
             total = [weight.astype(np.float64) for weight in online]
@@ -51,7 +54,7 @@ def average_weights(checkpoints: list[Path]) -> list[np.ndarray]:
             accumulated += weight
     if total is None:
         raise AverageError("no checkpoints to average")
-    return [(weight / len(checkpoints)).astype(np.float32) for weight in total]
+    return [(weight / len(checkpoints)).astype(np.float32) for weight in total], steps
 
 
 def write_average(run_dir: Path, last: int, out_dir: Path) -> dict:
@@ -69,15 +72,13 @@ def write_average(run_dir: Path, last: int, out_dir: Path) -> dict:
         raise AverageError(f"{out.root} is not empty: choose a new --out (nothing is overwritten)")
     from breakout_dqn.training.model import load_q_network
 
-    weights = average_weights(checkpoints)
+    weights, steps = average_weights(checkpoints)
     model = load_q_network(run.model)
     if [w.shape for w in model.get_weights()] != [w.shape for w in weights]:
         raise AverageError(f"{run.model} is another network than its checkpoints")
     model.set_weights(weights)
-    _, state = load_checkpoint(checkpoints[-1])
-    summary = {"run": str(run.root), "checkpoints": [path.name for path in checkpoints],
-               "steps": [int(load_checkpoint(path)[1]["step"]) for path in checkpoints],
-               "train_agent_steps": int(state["step"])}
+    summary = {"run": str(run.root), "checkpoints": [path.name for path in checkpoints], "steps": steps,
+               "train_agent_steps": steps[-1]}
     staging = out.root.with_name(f".{out.root.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staged = RunDirectory(staging)
