@@ -10,7 +10,8 @@
 # the queue stops behind it. A finished run's record goes to results/<name>/: config, metrics.jsonl,
 # eval.json (the trainer's final 30 games), the learning curve, and eval-300.json, a 300-game
 # `breakout-dqn evaluate` of its model (30 games have a standard error of 5-10 points, too wide to
-# tell ablations apart; ~5-10 min). All runs use seed 1, the seed of results/cleanrl-1m, so that each differs from
+# tell ablations apart; ~5-10 min); where the run holds two checkpoints or more, also the same
+# evaluation of the mean of its last two checkpoints and of the older of them alone. All runs use seed 1, the seed of results/cleanrl-1m, so that each differs from
 # `default` in one setting only. A run may appear twice: an entry with a fourth field records the
 # run when it reaches that entry's steps under that name (default-s1 at 1M, the first baseline,
 # as results/default-s1-1m), and a later entry continues it. An entry whose record exists and whose
@@ -148,13 +149,37 @@ if [ "${1:-}" = --list ]; then
   exit 0
 fi
 
+evaluate() {  # evaluate MODEL JSON OUT: EVAL_GAMES games at the Nature protocol, or the queue stops
+  "$BIN/breakout-dqn" evaluate "$1" --episodes "$EVAL_GAMES" --num-envs 16 --json "$2" \
+    || { echo "== $3: the $EVAL_GAMES-game evaluation stopped: run this script again to record it" >&2; exit 1; }
+}
+
+evaluate_last_two() {  # evaluate_last_two RUN OUT: the mean of the weights of the run's last two
+  # checkpoints (eval-<n>-avg2.json, average.json; the model stays in RUNS/<record>-avg2, which
+  # ship_reference.sh takes) and the older of the two alone (eval-<n>-at-<step>.json): two DQN snapshots
+  # 50,000 agent steps apart scored 131.8 and 254.7, their mean 269.9 (results/dueling-s1-3m/README.md)
+  local run=$1 out=$2 older avg snapshot
+  older=$(find "$run/checkpoints" -name 'checkpoint-*.npz' | sort | tail -n 2 | head -n 1)
+  older=$(basename "$older" .npz); older=$((10#${older#checkpoint-}))
+  avg="$RUNS/$(basename "$out")-avg2"; snapshot="$RUNS/$(basename "$out")-at-$older"
+  rm -rf "$avg" "$snapshot"  # made again each time: the run may have moved on since
+  "$BIN/python" -m breakout_dqn.training.average "$run" --last 2 --out "$avg" \
+    && "$BIN/python" -m breakout_dqn.training.average "$run" --step "$older" --out "$snapshot" \
+    || { echo "== $out: the checkpoints could not be averaged: run this script again to record it" >&2; exit 1; }
+  evaluate "$avg/model.keras" "$out/eval-$EVAL_GAMES-avg2.json" "$out"
+  evaluate "$snapshot/model.keras" "$out/eval-$EVAL_GAMES-at-$older.json" "$out"
+  cp "$avg/average.json" "$out/"
+  rm -rf "$snapshot"
+}
+
 record() {  # results/<name>/: the run's record, never checkpoints or replay
   local run=$1 out=$2
   mkdir -p "$out"
   if [ "$EVAL_GAMES" -gt 0 ]; then  # the Nature protocol over many games: what ablations are told apart by
-    "$BIN/breakout-dqn" evaluate "$run/model.keras" --episodes "$EVAL_GAMES" --num-envs 16 \
-      --json "$out/eval-$EVAL_GAMES.json" \
-      || { echo "== $out: the $EVAL_GAMES-game evaluation stopped: run this script again to record it" >&2; exit 1; }
+    evaluate "$run/model.keras" "$out/eval-$EVAL_GAMES.json" "$out"
+    if [ "$(find "$run/checkpoints" -name 'checkpoint-*.npz' | wc -l)" -ge 2 ]; then
+      evaluate_last_two "$run" "$out"
+    fi
   fi
   "$BIN/breakout-dqn" plot "$run" --out "$out/learning_curve.png"
   cp "$run/config.json" "$run/metrics.jsonl" "$run/eval.json" "$out/"  # eval.json last: it marks the record done

@@ -1,11 +1,14 @@
 """Average the online network of a run's newest checkpoints into one model (weight averaging).
 
     python -m breakout_dqn.training.average runs/pqn-eps05-s1 --last 2 --out runs/pqn-eps05-s1-avg2
+    python -m breakout_dqn.training.average runs/dueling-s1 --step 2950000 --out runs/dueling-s1-2.95m
 
 One snapshot of a run's ever-changing policy can score tens of points either side of the games its
 training curve averages; the mean of the weights of its last few checkpoints is one policy that
 smooths those swings (PQN at epsilon 0.05, 10M agent steps: its last two checkpoints scored 287.6 and
-327.0 over 300 games, their average 369.2: results/pqn-eps05-s1-10m-avg2/README.md).
+327.0 over 300 games, their average 369.2: results/pqn-eps05-s1-10m-avg2/README.md). ``--step`` names
+the checkpoints by agent step instead; one ``--step`` writes that snapshot alone as a model, so that
+each checkpoint behind an average can be evaluated too (results/dueling-s1-3m/README.md).
 
 OUT is written as a run directory that ``evaluate``, ``export`` and ``scripts/ship_reference.sh``
 take as they take a finished run: ``model.keras`` (the averaged network, the run's architecture),
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from breakout_dqn.errors import BreakoutDQNError, UsageError
-from breakout_dqn.training.checkpoint import list_checkpoints, load_checkpoint
+from breakout_dqn.training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
 from breakout_dqn.training.run_directory import RunDirectory
 
 PROG = "python -m breakout_dqn.training.average"
@@ -57,15 +60,29 @@ def average_weights(checkpoints: list[Path]) -> tuple[list[np.ndarray], list[int
     return [(weight / len(checkpoints)).astype(np.float32) for weight in total], steps
 
 
-def write_average(run_dir: Path, last: int, out_dir: Path) -> dict:
-    """Write OUT (the module docstring) from the newest ``last`` checkpoints of ``run_dir``; its summary."""
-    run, out = RunDirectory(run_dir), RunDirectory(out_dir)
+def select_checkpoints(run: RunDirectory, last: int, steps: list[int] | None = None) -> list[Path]:
+    """The newest ``last`` checkpoints of the run, or those at agent ``steps`` (oldest first)."""
+    held = list_checkpoints(run.checkpoints)
+    if steps:
+        wanted = [checkpoint_path(run.checkpoints, step) for step in sorted(set(steps))]
+        missing = [path.name for path in wanted if path not in held]
+        if missing:
+            have = ", ".join(path.name for path in held) or "none"
+            raise AverageError(f"{run.checkpoints} holds no {', '.join(missing)} (it holds: {have})")
+        return wanted
     if last < 1:
         raise AverageError(f"--last must be at least 1, not {last}")
-    checkpoints = list_checkpoints(run.checkpoints)[-last:]
-    if len(checkpoints) < last:
-        raise AverageError(f"{run.checkpoints} holds {len(checkpoints)} checkpoint(s), fewer than --last {last} "
+    if len(held) < last:
+        raise AverageError(f"{run.checkpoints} holds {len(held)} checkpoint(s), fewer than --last {last} "
                            "(train with a larger --keep-checkpoints to keep more)")
+    return held[-last:]
+
+
+def write_average(run_dir: Path, last: int, out_dir: Path, steps: list[int] | None = None) -> dict:
+    """Write OUT (the module docstring) from the newest ``last`` checkpoints of ``run_dir``, or from those
+    at agent ``steps``; its summary."""
+    run, out = RunDirectory(run_dir), RunDirectory(out_dir)
+    checkpoints = select_checkpoints(run, last, steps)
     if not run.model.is_file():
         raise AverageError(f"no {run.model}: the run's architecture comes from its model")
     if out.root.exists() and any(out.root.iterdir()):
@@ -98,11 +115,15 @@ def write_average(run_dir: Path, last: int, out_dir: Path) -> dict:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a training run's --out directory")
-    parser.add_argument("--last", type=int, default=2, help="how many of its newest checkpoints (default: 2)")
+    which = parser.add_mutually_exclusive_group()
+    # default None, not 2: argparse counts an option given at its default value as not given
+    which.add_argument("--last", type=int, help="how many of its newest checkpoints (default: 2)")
+    which.add_argument("--step", type=int, action="append", metavar="STEP",
+                        help="the checkpoint at this agent step instead of the newest (repeat for several)")
     parser.add_argument("--out", type=Path, required=True, help="a new directory for the averaged model")
     args = parser.parse_args(argv)
     try:
-        summary = write_average(args.run_dir, args.last, args.out)
+        summary = write_average(args.run_dir, 2 if args.last is None else args.last, args.out, args.step)
     except BreakoutDQNError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return error.exit_code

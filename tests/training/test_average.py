@@ -68,3 +68,36 @@ def test_checkpoints_of_another_network_or_a_corrupt_one_are_refused(tmp_path: P
     with pytest.raises(CheckpointError, match="corrupt or unreadable"):
         write_average(tmp_path / "run", 2, tmp_path / "avg")
     assert not (tmp_path / "avg").exists()
+
+
+def test_step_names_the_checkpoints_and_one_step_writes_that_snapshot_alone(
+        tmp_path: Path, keras_model_path: Path, capsys) -> None:
+    from breakout_dqn.training.model import load_q_network
+
+    saved = make_run(tmp_path / "run", keras_model_path, [100, 200, 300])
+    assert main([str(tmp_path / "run"), "--step", "200", "--out", str(tmp_path / "at200")]) == 0
+    for got, want in zip(load_q_network(tmp_path / "at200" / "model.keras").get_weights(), saved[1], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    summary = json.loads((tmp_path / "at200" / "average.json").read_text())
+    assert summary["steps"] == [200] and summary["train_agent_steps"] == 200
+    assert [p.name for p in (tmp_path / "at200" / "checkpoints").iterdir()] == ["checkpoint-000000000200.npz"]
+
+    assert main([str(tmp_path / "run"), "--step", "300", "--step", "100", "--out", str(tmp_path / "ends")]) == 0
+    averaged = load_q_network(tmp_path / "ends" / "model.keras").get_weights()
+    for got, newest, oldest in zip(averaged, saved[2], saved[0], strict=True):
+        np.testing.assert_allclose(got, (newest + oldest) / 2, rtol=1e-6, atol=1e-5)
+    assert json.loads((tmp_path / "ends" / "average.json").read_text())["steps"] == [100, 300]
+    capsys.readouterr()
+
+    assert main([str(tmp_path / "run"), "--step", "250", "--out", str(tmp_path / "none")]) == 2
+    error = capsys.readouterr().err
+    assert "holds no checkpoint-000000000250.npz" in error and "checkpoint-000000000300.npz" in error
+    assert error.count("\n") == 1 and not (tmp_path / "none").exists()
+
+
+def test_last_and_step_together_are_refused(tmp_path: Path, keras_model_path: Path, capsys) -> None:
+    make_run(tmp_path / "run", keras_model_path, [100, 200])
+    with pytest.raises(SystemExit) as exited:
+        main([str(tmp_path / "run"), "--last", "2", "--step", "100", "--out", str(tmp_path / "avg")])
+    assert exited.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert not (tmp_path / "avg").exists()

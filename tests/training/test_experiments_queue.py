@@ -49,12 +49,31 @@ if reached >= steps:
     (run / "eval.json").write_text(f'{{{{"train_agent_steps": {{reached}}}}}}')
 """
 
+# A stand-in for the queue's python: `-m breakout_dqn.training.average RUN (--last 2|--step S) --out OUT`
+# writes OUT's model and average.json (the stub's checkpoints are empty files) and is logged; the
+# rest runs the real interpreter.
+PYTHON_STUB = f"""#!{sys.executable}
+import json, os, sys
+from pathlib import Path
+args = sys.argv[1:]
+if args[:2] != ["-m", "breakout_dqn.training.average"]:
+    os.execv(sys.executable, [sys.executable, *args])
+with open(os.environ["STUB_LOG"], "a") as log:
+    log.write("average " + " ".join(args[2:]) + "\\n")
+names = sorted(p.name for p in (Path(args[2]) / "checkpoints").iterdir())
+names = [f"checkpoint-{{int(args[args.index('--step') + 1]):012d}}.npz"] if "--step" in args else names[-2:]
+out = Path(args[args.index("--out") + 1])
+out.mkdir(parents=True)
+(out / "model.keras").write_bytes(b"")
+(out / "average.json").write_text(json.dumps({{"checkpoints": names}}))
+"""
+
 
 @pytest.fixture
 def queue(tmp_path: Path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in (("breakout-dqn", STUB), ("python", f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')):
+    for name, text in (("breakout-dqn", STUB), ("python", PYTHON_STUB)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(stat.S_IRWXU)
     queue_file = tmp_path / "queue.txt"
@@ -102,9 +121,21 @@ def test_a_run_stopped_short_stops_the_queue_and_the_next_start_continues_it(que
     ]
     record_files = ["config.json", "eval-300.json", "eval.json", "learning_curve.png", "metrics.jsonl"]
     ablation_files = ["comparison.json", *record_files, "vs-baseline-steps.png"]  # set against the baseline
-    for name, files in (("first", record_files), ("ablation-x", ablation_files)):
+    # first holds two checkpoints (400, 1000): its last two averaged and the older alone are evaluated too
+    first_files = sorted(["average.json", "eval-300-at-400.json", "eval-300-avg2.json", *record_files])
+    for name, files in (("first", first_files), ("ablation-x", ablation_files)):
         assert sorted(p.name for p in (root / "results" / name).iterdir()) == files
         assert json.loads((root / "results" / name / "eval-300.json").read_text())["episodes"] == 300
+    averaged = json.loads((root / "results" / "first" / "average.json").read_text())["checkpoints"]
+    assert averaged == ["checkpoint-000000000400.npz", "checkpoint-000000001000.npz"]
+    calls = log.read_text().splitlines()
+    assert f"average {root}/runs/first --last 2 --out {root}/runs/first-avg2" in calls
+    assert f"average {root}/runs/first --step 400 --out {root}/runs/first-at-400" in calls
+    assert any(c.startswith(f"evaluate {root}/runs/first-avg2/model.keras --episodes 300") for c in calls)
+    assert any(c.startswith(f"evaluate {root}/runs/first-at-400/model.keras --episodes 300") for c in calls)
+    assert (root / "runs" / "first-avg2" / "model.keras").is_file()  # kept: ship_reference.sh takes it
+    assert not (root / "runs" / "first-at-400").exists()  # one snapshot, evaluated: not kept
+    assert not any("ablation-x --last 2" in c for c in calls)  # one checkpoint: nothing to average
     assert (root / "runs" / "first" / "replay").is_dir()  # kept: a run to continue past its steps
     assert not (root / "runs" / "ablation-x" / "replay").exists()  # an ablation that stays out: deleted
     assert "== ablation-x stays out (evaluation gap +0.0 is not above 4.9): its replay is deleted" in finished.stdout
