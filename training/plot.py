@@ -109,27 +109,36 @@ def published_marks(series: dict[str, Any], x_axis: str, max_x: float | None
 
 
 def compare(run_dirs: list[Path], out: Path, labels: list[str], published: Path | None, x_axis: str,
-            window: int = 100, max_x: float | None = None) -> Path:
-    """Several runs' curves and evaluations on one plot, with the published points beside them."""
+            window: int = 100, max_x: float | None = None, min_x: float | None = None) -> Path:
+    """Several runs' curves and evaluations on one plot, with the published points beside them; with
+    ``min_x`` the vertical axis fits the runs' curves right of it (forks differ there: a zoom)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(10, 5.5))
+    shown: list[np.ndarray] = []  # the curves' values right of min_x
     for index, (run_dir, label) in enumerate(zip(run_dirs, labels, strict=True)):
         records = read_metrics(RunDirectory(run_dir).metrics)
         color = f"C{index}"
         x, rolling = curve(records, window, x_axis)
-        axis.plot(x / (1e6 if x_axis == "steps" else 1), rolling, color=color, label=f"{label}: last {window} games")
+        x = x / (1e6 if x_axis == "steps" else 1)
+        axis.plot(x, rolling, color=color, label=f"{label}: last {window} games")
+        if min_x is not None:
+            shown.append(np.asarray(rolling)[(x >= min_x) & (x <= (np.inf if max_x is None else max_x))])
         evals = [r for r in records if r["type"] == "eval"]
         if evals:
             eval_x = to_x(records, np.array([e["step"] for e in evals], dtype=np.float64), x_axis)
             axis.errorbar(eval_x / (1e6 if x_axis == "steps" else 1), [e["mean"] for e in evals],
                           yerr=[e["std"] for e in evals], fmt="o", color=color, alpha=0.6, capsize=2, markersize=3,
                           label=f"{label}: evaluations")
-    if max_x is not None:  # with or without published points; it also stops later plots from autoscaling x
-        axis.set_xlim(0, max_x)
+    if max_x is not None or min_x is not None:  # with or without published points; also stops autoscaling x
+        axis.set_xlim(min_x or 0, max_x)
+    visible = np.concatenate(shown) if shown else np.empty(0)
+    if visible.size:
+        margin = max(1.0, 0.05 * float(np.ptp(visible)))
+        axis.set_ylim(float(visible.min()) - margin, float(visible.max()) + margin)
     if published is not None:
         reference = json.loads(published.read_text())
         for index, series in enumerate(reference["series"]):
@@ -167,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--x", choices=("steps", "hours"), default="steps", dest="x_axis",
                         help="horizontal axis of a comparison: agent steps or CPU-hours of training")
     parser.add_argument("--max-x", type=float, help="right end of a comparison's axis (millions of steps, or hours)")
+    parser.add_argument("--min-x", type=float, help="left end of a comparison's axis; the score axis fits the "
+                        "curves right of it (to compare forks)")
     return parser
 
 
@@ -188,7 +199,8 @@ def main(argv: list[str]) -> int:
         if single:
             path = plot_run(args.run_dirs[0], args.out or RunDirectory(args.run_dirs[0]).curve, args.window)
         else:
-            path = compare(args.run_dirs, args.out, labels, args.published, args.x_axis, args.window, args.max_x)
+            path = compare(args.run_dirs, args.out, labels, args.published, args.x_axis, args.window, args.max_x,
+                           args.min_x)
     except (ValueError, KeyError, OSError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2

@@ -226,3 +226,23 @@ def test_plot_max_x_sets_the_right_end_of_a_comparison_without_published_points(
     limits.clear()
     compare([tmp_path / "fast"], tmp_path / "whole.png", ["fast"], None, "steps", window=2)
     assert (0, 0.0012) not in limits
+
+
+def test_plot_min_x_zooms_a_comparison_onto_the_curves_right_of_it(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib.figure
+
+    from breakout_dqn.training.plot import main
+
+    write_metrics(tmp_path / "fast", 100.0, [1, 3, 5, 7])  # last 2 games' means 2, 4, 6 at 800, 1200, 1600 steps
+    write_metrics(tmp_path / "slow", 10.0, [0, 0, 2, 2])  # 0, 1, 2
+    saved: list[tuple] = []  # each saved plot's axis limits, as drawn
+    original = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, *args, **kwargs: saved.append(
+        (self.axes[0].get_xlim(), self.axes[0].get_ylim())) or original(self, *args, **kwargs))
+    runs = [str(tmp_path / "fast"), str(tmp_path / "slow"), "--window", "2", "--out", str(tmp_path / "zoom.png")]
+    assert main([*runs, "--min-x", "0.0011"]) == 0
+    (left, _), (bottom, top) = saved[0]
+    assert left == 0.0011
+    assert (bottom, top) == (0.0, 7.0)  # the curves from 1,200 steps on span 1 to 6; a margin of 1 each side
+    assert main(runs) == 0
+    assert saved[1][0][0] < 0.0011 and saved[1][1][0] < 0.0  # no --min-x: the whole curves, from 0
