@@ -131,6 +131,19 @@ def test_resume_with_another_architecture_is_a_one_line_error(tiny_run: Path, tm
 
 
 @pytest.mark.slow  # trains
+def test_a_resumed_piece_may_decay_the_learning_rate_of_a_run_trained_at_a_constant_one(
+        tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "fork"
+    shutil.copytree(tiny_run, run)
+    result = run_cli("train", "--out", str(run), "--resume", "--steps", "600", "--learning-rate-decay-steps", "600")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (run / "checkpoints" / "checkpoint-000000000600.npz").is_file()
+    assert json.loads((run / "config.json").read_text())["learning_rate_decay_steps"] == 600
+
+
+@pytest.mark.slow  # trains
 def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path: Path) -> None:
     out = tmp_path / "terminated"
     flags = [*TINY]
