@@ -11,8 +11,8 @@
 # eval.json (the trainer's final 30 games), the learning curve, and eval-300.json, a 300-game
 # `breakout-dqn evaluate` of its model (30 games have a standard error of 5-10 points, too wide to
 # tell ablations apart; ~5-10 min); where the run holds two checkpoints or more, also the same
-# evaluation of the mean of its last two checkpoints and of the older of them alone. All runs use seed 1, the seed of results/cleanrl-1m, so that each differs from
-# `default` in one setting only. A run may appear twice: an entry with a fourth field records the
+# evaluation of the mean of its last two checkpoints and of the older of them alone. All runs use
+# seed 1, the seed of results/cleanrl-1m, so that each differs from `default` in one setting only. A run may appear twice: an entry with a fourth field records the
 # run when it reaches that entry's steps under that name (default-s1 at 1M, the first baseline,
 # as results/default-s1-1m), and a later entry continues it. An entry whose record exists and whose
 # run reached its steps is skipped, also when its run directory is gone (a new machine): the
