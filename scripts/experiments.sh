@@ -12,9 +12,10 @@
 # `breakout-dqn evaluate` of its model (30 games have a standard error of 5-10 points, too wide to
 # tell ablations apart; ~5-10 min); where the run holds two checkpoints or more, also the same
 # evaluation of the mean of its last two checkpoints and of the older of them alone. All runs use
-# seed 1, the seed of results/cleanrl-1m, so that each differs from `default` in one setting only. A run may appear twice: an entry with a fourth field records the
-# run when it reaches that entry's steps under that name (default-s1 at 1M, the first baseline,
-# as results/default-s1-1m), and a later entry continues it. An entry whose record exists and whose
+# seed 1, the seed of results/cleanrl-1m, so that each differs from `default` in one setting only. A
+# run may appear twice: an entry with a fourth field records the run when it reaches that entry's
+# steps under that name (default-s1 at 1M, the first baseline, as results/default-s1-1m), and a later
+# entry continues it. An entry whose record exists and whose
 # run reached its steps is skipped, also when its run directory is gone (a new machine): the
 # record's eval.json names the steps behind it. An ablation's record also gets comparison.json (the rule's
 # verdict against BASELINE) and vs-baseline-steps.png (both curves). Its replay (~7 GB; its checkpoints stay) is deleted once
@@ -159,11 +160,13 @@ evaluate_last_two() {  # evaluate_last_two RUN OUT: the mean of the weights of t
   # ship_reference.sh takes) and the older of the two alone (eval-<n>-at-<step>.json): two DQN snapshots
   # 50,000 agent steps apart scored 131.8 and 254.7, their mean 269.9 (results/dueling-s1-3m/README.md)
   local run=$1 out=$2 older avg snapshot
-  older=$(find "$run/checkpoints" -name 'checkpoint-*.npz' | sort | tail -n 2 | head -n 1)
-  older=$(basename "$older" .npz); older=$((10#${older#checkpoint-}))
-  avg="$RUNS/$(basename "$out")-avg2"; snapshot="$RUNS/$(basename "$out")-at-$older"
-  rm -rf "$avg" "$snapshot"  # made again each time: the run may have moved on since
+  avg="$RUNS/$(basename "$out")-avg2"
+  rm -rf "$avg"  # made again each time: the run may have moved on since
+  # the older step is the one the averaging tool chose (its average.json), not parsed from file names here
   "$BIN/python" -m breakout_dqn.training.average "$run" --last 2 --out "$avg" \
+    && older=$("$BIN/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["steps"][0])' \
+                 "$avg/average.json") \
+    && snapshot="$RUNS/$(basename "$out")-at-$older" && rm -rf "$snapshot" \
     && "$BIN/python" -m breakout_dqn.training.average "$run" --step "$older" --out "$snapshot" \
     || { echo "== $out: the checkpoints could not be averaged: run this script again to record it" >&2; exit 1; }
   evaluate "$avg/model.keras" "$out/eval-$EVAL_GAMES-avg2.json" "$out"

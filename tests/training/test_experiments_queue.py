@@ -65,7 +65,7 @@ names = [f"checkpoint-{{int(args[args.index('--step') + 1]):012d}}.npz"] if "--s
 out = Path(args[args.index("--out") + 1])
 out.mkdir(parents=True)
 (out / "model.keras").write_bytes(b"")
-(out / "average.json").write_text(json.dumps({{"checkpoints": names}}))
+(out / "average.json").write_text(json.dumps({{"checkpoints": names, "steps": [int(n[11:23]) for n in names]}}))
 """
 
 
