@@ -59,8 +59,8 @@ class TrainConfig:
                              default="adam")
     learning_rate: float = setting("optimizer learning rate", "learning", default=1e-4)
     learning_rate_decay_steps: int = setting(
-        "agent steps of linear learning-rate decay to 0 from step 0 (absolute); 0 = constant", "learning",
-        default=0)
+        "linear learning-rate decay to 0 over this many agent steps' worth of updates, counted from the first "
+        "update (absolute; the DQN's start after --learning-starts); 0 = constant", "learning", default=0)
     adam_epsilon: float = setting("Adam / RAdam epsilon", "learning", default=1e-8)
     clipnorm: float = setting("clip each gradient tensor to this L2 norm; 0 = off", "learning", default=0.0)
     global_clipnorm: float = setting("clip the global gradient L2 norm; 0 = off", "learning", default=0.0)

@@ -214,3 +214,22 @@ def test_a_bfloat16_network_trains_in_float32_weights_and_saves_as_a_float32_cop
     np.testing.assert_allclose(q_bf16, q_fp32, atol=0.05 * np.abs(q_fp32).max() + 1e-3)
     float_model = build_q_network(config.dueling)
     assert float32_copy(float_model, config.dueling) is float_model
+
+
+@pytest.mark.parametrize("preset", ["default", "pqn"])
+def test_the_learning_rate_decays_linearly_to_zero_over_the_agent_steps_worth_of_updates(preset: str) -> None:
+    # What the guide and the LR-decay fork's record say the flag does: linear from --learning-rate at
+    # the first update to 0 after --learning-rate-decay-steps agent steps' worth of updates (DQN: one
+    # per 4 agent steps, so 2.7e-5 at the fork's 730,000th update of 1,000,000).
+    from breakout_dqn.training.config import resolve
+    from breakout_dqn.training.learners import make_optimizer, updates_per_agent_step
+
+    config = resolve({"preset": preset, "learning_rate_decay_steps": 4_000_000})
+    optimizer = make_optimizer(config)
+    total = round(4_000_000 * updates_per_agent_step(config))
+    for fraction in (0.0, 0.25, 0.73, 1.0, 1.5):
+        optimizer.iterations.assign(int(fraction * total))  # the update count a resumed piece restores
+        assert float(optimizer.learning_rate) == pytest.approx(
+            config.learning_rate * max(0.0, 1 - fraction), rel=1e-5, abs=1e-12)
+    constant = make_optimizer(resolve({"preset": preset}))
+    assert float(constant.learning_rate) == pytest.approx(config.learning_rate)
