@@ -91,6 +91,10 @@ QUEUE=(
   # CleanRL's pqn_atari_envpool anneals it (one change against the shipped recipe, pqn-eps05-s1-10m,
   # whose last two checkpoints averaged gained 36 points: its constant rate leaves the weights noisy)
   "pqn-eps05-lrdecay-s1|10000000|--preset pqn --seed 1 --epsilon-end 0.05 --learning-rate-decay-steps 10000000|pqn-eps05-lrdecay-s1-10m"
+  # The DQN decayed from step 0 to 4M (against dueling-s1-4m): the fork onto a decaying rate at 3M
+  # lifted the 4M snapshot from 206.0 to 294.4 (results/fork-dueling-lrdecay-s1-4m); does the
+  # `default` preset gain from it over a whole run, or does the smaller rate slow its early climb?
+  "dueling-lrdecay-s1|4000000|--preset default --seed 1 --dueling --learning-rate-decay-steps 4000000|dueling-lrdecay-s1-4m"
 )
 if [ -n "${QUEUE_FILE:-}" ]; then
   mapfile -t QUEUE < <(grep -Ev '^[[:space:]]*(#|$)' "$QUEUE_FILE")

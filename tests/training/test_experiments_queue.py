@@ -373,6 +373,7 @@ def test_each_comparison_to_run_changes_one_setting_of_the_run_it_is_compared_wi
     entries = {label: flags for _name, flags, label in built_in_queue()}
     against = {"fork-dueling-f32-s1-4m": ("dueling-s1-3m", ["precision"]),
                "fork-dueling-lrdecay-s1-4m": ("dueling-s1-3m", ["learning_rate_decay_steps"]),
-               "pqn-eps05-lrdecay-s1-10m": ("pqn-eps05-s1-10m", ["learning_rate_decay_steps"])}
+               "pqn-eps05-lrdecay-s1-10m": ("pqn-eps05-s1-10m", ["learning_rate_decay_steps"]),
+               "dueling-lrdecay-s1-4m": ("dueling-s1-4m", ["learning_rate_decay_steps"])}
     for label, (reference, setting) in against.items():
         assert changed_keys(entry_config(entries[reference]), entry_config(entries[label])) == setting, label
